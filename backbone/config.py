@@ -1,0 +1,34 @@
+"""Settings from the environment (``BACKBONE_*``), validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .edxml.limits import MiB, Limits
+
+
+class Settings(BaseSettings):
+    """Every knob of the backbone; each is also an environment variable, e.g.
+    ``BACKBONE_MAX_PACKAGE_BYTES=67108864``."""
+
+    model_config = SettingsConfigDict(env_prefix="BACKBONE_", extra="ignore")
+
+    max_package_bytes: int = Field(32 * MiB, gt=0, description="largest package accepted")
+    max_attachment_bytes: int = Field(24 * MiB, gt=0, description="largest decoded attachment")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] | None = Field(
+        None, description="json for services, console for the CLI when unset"
+    )
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.max_package_bytes, self.max_attachment_bytes)
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

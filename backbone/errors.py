@@ -1,0 +1,158 @@
+"""The exceptions the backbone raises on purpose.
+
+Every refusal of a package is a :class:`PackageError`; callers (the validator, the CLI,
+adapters) catch that one type and read its machine-readable ``code``, the element
+``path``, the offending ``value`` (truncated) and a human ``message``. Errors from
+lxml or pydantic never leave the format layer.
+
+    BackboneError
+     └── PackageError          a package is refused; carries one or more Issues
+          ├── UnsafePackage      refused before or while parsing: size, DTD, encoding
+          ├── MalformedPackage   not well-formed XML, wrong root element or namespace
+          └── InvalidPackage     structure (schema, cardinality) or semantic rules
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "BackboneError",
+    "ErrorCode",
+    "Issue",
+    "InvalidPackage",
+    "MalformedPackage",
+    "PackageError",
+    "UnsafePackage",
+]
+
+VALUE_LIMIT = 80
+
+
+class ErrorCode(StrEnum):
+    """Machine-readable reasons a package is refused (stable: gateways match on them)."""
+
+    TOO_LARGE = "too-large"
+    NOT_UTF8 = "not-utf8"
+    DTD_FORBIDDEN = "dtd-forbidden"
+    MALFORMED = "malformed"
+    WRONG_ROOT = "wrong-root"
+    SCHEMA = "schema"
+    MISSING = "missing-element"
+    TOO_MANY = "too-many"
+    UNEXPECTED = "unexpected-element"
+    BAD_AGENCY = "bad-agency-id"
+    BAD_DATE = "bad-date"
+    BAD_TIMESTAMP = "bad-timestamp"
+    BAD_STATUS = "bad-status-code"
+    BAD_CODE = "bad-code"
+    BAD_DOCUMENT_ID = "bad-document-id"
+    DUPLICATE_RECIPIENT = "duplicate-recipient"
+    MANIFEST_MISMATCH = "manifest-mismatch"
+    DUPLICATE_CONTENT_ID = "duplicate-content-id"
+    BAD_BASE64 = "bad-base64"
+    ATTACHMENT_TOO_LARGE = "attachment-too-large"
+
+
+def truncate(value: str | None, limit: int = VALUE_LIMIT) -> str | None:
+    """Shorten an offending value for messages and logs (a package may be megabytes)."""
+    if value is None or len(value) <= limit:
+        return value
+    return value[:limit] + f"… ({len(value)} characters)"
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One thing wrong with a package: what (``code``), where (``path``), which value."""
+
+    code: str
+    path: str
+    message: str
+    value: str | None = None
+    line: int | None = None
+    column: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        code: str,
+        path: str,
+        message: str,
+        value: str | None = None,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> Issue:
+        return cls(code, path, message, truncate(value), line, column)
+
+    def __str__(self) -> str:
+        where = self.path or "package"
+        if self.line is not None:
+            where += f" (line {self.line}" + (f", column {self.column})" if self.column else ")")
+        text = f"[{self.code}] {where}: {self.message}"
+        if self.value is not None:
+            text += f" (value {self.value!r})"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "code": self.code,
+            "path": self.path,
+            "message": self.message,
+            "value": self.value,
+            "line": self.line,
+            "column": self.column,
+        }
+
+
+class BackboneError(Exception):
+    """Base of every exception the backbone raises deliberately."""
+
+
+class PackageError(BackboneError):
+    """A package is refused. The first issue is the reason; ``issues`` lists them all."""
+
+    def __init__(self, issues: Issue | Iterable[Issue]) -> None:
+        collected: Sequence[Issue] = (issues,) if isinstance(issues, Issue) else tuple(issues)
+        if not collected:
+            raise ValueError("a PackageError needs at least one issue")
+        self.issues: tuple[Issue, ...] = tuple(collected)
+        super().__init__(self._summary())
+
+    def _summary(self) -> str:
+        first = str(self.issues[0])
+        more = len(self.issues) - 1
+        return first if not more else f"{first} (and {more} more)"
+
+    @property
+    def code(self) -> str:
+        return self.issues[0].code
+
+    @property
+    def path(self) -> str:
+        return self.issues[0].path
+
+    @property
+    def value(self) -> str | None:
+        return self.issues[0].value
+
+    @property
+    def message(self) -> str:
+        return self.issues[0].message
+
+    @property
+    def line(self) -> int | None:
+        return self.issues[0].line
+
+
+class UnsafePackage(PackageError):
+    """Refused before or while parsing: over the size limit, a DTD or entity, not UTF-8."""
+
+
+class MalformedPackage(PackageError):
+    """Not well-formed XML, or not an edXML root in the edXML namespace."""
+
+
+class InvalidPackage(PackageError):
+    """Well-formed edXML that breaks the schema, a cardinality or a semantic rule."""
