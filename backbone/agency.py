@@ -186,7 +186,9 @@ def validate_pattern(pattern: str) -> str:
         return pattern
     for word in words:
         if word not in ("*", "#") and not any(s.fullmatch(word) for _, s, _ in _PART_SHAPES):
-            raise PatternError(pattern, f"the word {word!r} is neither '*', '#' nor an identifier part")
+            raise PatternError(
+                pattern, f"the word {word!r} is neither '*', '#' nor an identifier part"
+            )
     return pattern
 
 

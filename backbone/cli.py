@@ -49,8 +49,7 @@ def summary(package: edxml.Package) -> str:
         code = package.header.status_code
         meaning = edxml.STATUS_CODES.get(code, "?")
         return (
-            f"status {code} ({meaning}) from {package.sender} "
-            f"about document {package.document_id}"
+            f"status {code} ({meaning}) from {package.sender} about document {package.document_id}"
         )
     recipients = ", ".join(str(r) for r in package.recipients)
     size = sum(len(a.data) for a in package.attachments)

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .edxml.limits import MiB, Limits
+from .edxml.limits import Limits, MiB
 
 
 class Settings(BaseSettings):

@@ -37,33 +37,48 @@ def run(console: Console | None = None) -> None:
     data = edxml.build(package)
     path = workdir / "cong-van-7816.edxml"
     path.write_bytes(data)
-    console.print(f"1. The Government Office ({SENDER}) writes a package for "
-                  f"{' and '.join(RECIPIENTS)}: {len(data)} bytes, {path}")
+    console.print(
+        f"1. The Government Office ({SENDER}) writes a package for "
+        f"{' and '.join(RECIPIENTS)}: {len(data)} bytes, {path}"
+    )
 
     received = edxml.load(path.read_bytes())
-    console.print(f"2. The backbone reads it safely and checks it: {received.kind} "
-                  f"{received.document_id!r}, {len(received.attachments)} attachment, "
-                  f"identical to what was written: {received == package}")
+    assert isinstance(received, edxml.DocumentPackage)
+    console.print(
+        f"2. The backbone reads it safely and checks it: {received.kind} "
+        f"{received.document_id!r}, {len(received.attachments)} attachment, "
+        f"identical to what was written: {received == package}"
+    )
 
-    status = new_status(reporter=RECIPIENTS[0], document=package, status_code="01",
-                        description="Đã đến")
+    status = new_status(
+        reporter=RECIPIENTS[0], document=package, status_code="01", description="Đã đến"
+    )
     answer = edxml.load(edxml.build(status))
     assert isinstance(answer, edxml.StatusPackage)
-    console.print(f"3. The province answers with status {answer.header.status_code} "
-                  f"({edxml.STATUS_CODES[answer.header.status_code]}) about "
-                  f"{answer.document_id!r}")
+    console.print(
+        f"3. The province answers with status {answer.header.status_code} "
+        f"({edxml.STATUS_CODES[answer.header.status_code]}) about "
+        f"{answer.document_id!r}"
+    )
 
     forged = data.replace(SENDER.encode(), b"vxp.saas.03", 1)
     try:
         edxml.load(forged)
     except PackageError as exc:
-        console.print(f"4. A package with a made-up sender is refused: [red]{escape(str(exc.issues[0]))}[/red]")
+        console.print(
+            "4. A package with a made-up sender is refused: "
+            f"[red]{escape(str(exc.issues[0]))}[/red]"
+        )
 
-    hostile = (b'<?xml version="1.0"?><!DOCTYPE edXML [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-               b"<edXML>&x;</edXML>")
+    hostile = (
+        b'<?xml version="1.0"?><!DOCTYPE edXML [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+        b"<edXML>&x;</edXML>"
+    )
     try:
         edxml.load(hostile)
     except PackageError as exc:
-        console.print(f"5. An entity attack is refused before anything is read: "
-                      f"[red]{escape(str(exc.issues[0]))}[/red]")
+        console.print(
+            f"5. An entity attack is refused before anything is read: "
+            f"[red]{escape(str(exc.issues[0]))}[/red]"
+        )
     console.rule("routing over RabbitMQ, signatures and status tracking join in later issues")

@@ -21,8 +21,8 @@ from enum import StrEnum
 __all__ = [
     "BackboneError",
     "ErrorCode",
-    "Issue",
     "InvalidPackage",
+    "Issue",
     "MalformedPackage",
     "PackageError",
     "UnsafePackage",

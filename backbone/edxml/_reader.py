@@ -20,8 +20,8 @@ from ..errors import ErrorCode, InvalidPackage, Issue
 from .limits import Limits
 from .models import (
     NAMESPACE,
-    Attachment,
     AtLeast,
+    Attachment,
     DocumentHeader,
     DocumentPackage,
     Package,
@@ -75,7 +75,9 @@ def _plan(model: type[Record]) -> tuple[_Slot, ...]:
         elif annotation is bytes:
             slots.append(_Slot(name, tag, "base64", required))
         else:
-            candidates = [a for a in typing.get_args(annotation) or (annotation,) if a is not type(None)]
+            candidates = [
+                a for a in typing.get_args(annotation) or (annotation,) if a is not type(None)
+            ]
             item = candidates[0]
             if isinstance(item, type) and issubclass(item, Record):
                 slots.append(_Slot(name, tag, "record", required, item))
@@ -87,7 +89,7 @@ def _plan(model: type[Record]) -> tuple[_Slot, ...]:
 def _local(element: etree._Element) -> str:
     tag = element.tag
     assert isinstance(tag, str)
-    return tag[len(_NS):] if tag.startswith(_NS) else tag
+    return tag[len(_NS) :] if tag.startswith(_NS) else tag
 
 
 def _children(element: etree._Element) -> dict[str, list[etree._Element]]:
@@ -95,7 +97,7 @@ def _children(element: etree._Element) -> dict[str, list[etree._Element]]:
     groups: dict[str, list[etree._Element]] = {}
     cut = len(_NS)
     for child in element.iterchildren(etree.Element):
-        groups.setdefault(child.tag[cut:], []).append(child)  # type: ignore[index]
+        groups.setdefault(str(child.tag)[cut:], []).append(child)
     return groups
 
 
@@ -128,13 +130,21 @@ class Reader:
         message_header = header["MessageHeader"][0]
         trace_elements = header.get("TraceHeaderList", ())
         trace = self.record(TraceHeaderList, trace_elements[0], TRACE) if trace_elements else None
-        is_status = any(_local(c) == "StatusCode" for c in message_header.iterchildren(etree.Element))
+        is_status = any(
+            _local(c) == "StatusCode" for c in message_header.iterchildren(etree.Element)
+        )
         if is_status:
-            for extra, path in (("edXMLBody", f"{ENVELOPE}/edXMLBody"), ("AttachmentEncoded", ATTACHMENTS)):
+            for extra, path in (
+                ("edXMLBody", f"{ENVELOPE}/edXMLBody"),
+                ("AttachmentEncoded", ATTACHMENTS),
+            ):
                 if extra in parts or extra in groups:
                     raise InvalidPackage(
-                        Issue.of(ErrorCode.UNEXPECTED, path,
-                                 f"a status package (it has a StatusCode) carries no {extra}")
+                        Issue.of(
+                            ErrorCode.UNEXPECTED,
+                            path,
+                            f"a status package (it has a StatusCode) carries no {extra}",
+                        )
                     )
             status_header = self.required(StatusHeader, message_header, MESSAGE_HEADER)
             return StatusPackage(header=status_header, trace=trace)
@@ -191,8 +201,11 @@ class Reader:
                 continue
             if len(found) > 1:
                 raise InvalidPackage(
-                    Issue.of(ErrorCode.TOO_MANY, f"{path}/{slot.tag}",
-                             f"{slot.tag} may occur once in {_local(element)}, found {len(found)}")
+                    Issue.of(
+                        ErrorCode.TOO_MANY,
+                        f"{path}/{slot.tag}",
+                        f"{slot.tag} may occur once in {_local(element)}, found {len(found)}",
+                    )
                 )
             if not found:
                 if slot.required:
@@ -207,8 +220,11 @@ class Reader:
         if groups:
             tag = next(iter(groups))
             raise InvalidPackage(
-                Issue.of(ErrorCode.UNEXPECTED, f"{path}/{tag}",
-                         f"{tag} does not belong in {_describe(model)}")
+                Issue.of(
+                    ErrorCode.UNEXPECTED,
+                    f"{path}/{tag}",
+                    f"{tag} does not belong in {_describe(model)}",
+                )
             )
         if not values:
             return None
@@ -237,20 +253,30 @@ class Reader:
         limit = self.limits.max_attachment_bytes
         if len(text) // 4 * 3 > limit + 2:
             raise InvalidPackage(
-                Issue.of(ErrorCode.ATTACHMENT_TOO_LARGE, path,
-                         f"the attachment decodes to about {len(text) // 4 * 3} bytes, "
-                         f"over the limit of {limit}")
+                Issue.of(
+                    ErrorCode.ATTACHMENT_TOO_LARGE,
+                    path,
+                    f"the attachment decodes to about {len(text) // 4 * 3} bytes, "
+                    f"over the limit of {limit}",
+                )
             )
         try:
+            if len(text) % 4:
+                raise ValueError(f"length {len(text)} is not a multiple of 4")
             data = binascii.a2b_base64(text, strict_mode=True)
         except (binascii.Error, ValueError) as exc:
             raise InvalidPackage(
-                Issue.of(ErrorCode.BAD_BASE64, path, f"the content is not valid base64 ({exc})", text)
+                Issue.of(
+                    ErrorCode.BAD_BASE64, path, f"the content is not valid base64: {exc}", text
+                )
             ) from None
         if len(data) > limit:
             raise InvalidPackage(
-                Issue.of(ErrorCode.ATTACHMENT_TOO_LARGE, path,
-                         f"the attachment is {len(data)} bytes, over the limit of {limit}")
+                Issue.of(
+                    ErrorCode.ATTACHMENT_TOO_LARGE,
+                    path,
+                    f"the attachment is {len(data)} bytes, over the limit of {limit}",
+                )
             )
         return data
 

@@ -26,6 +26,11 @@ _HUGE_ABOVE = 8 * 1024 * 1024
 _ROOT_TAG = f"{{{NAMESPACE}}}edXML"
 _MAX_SCHEMA_ISSUES = 20
 
+# A DOCTYPE can only stand in the prolog: after an optional BOM, XML declaration, comments,
+# processing instructions and whitespace. Refusing it there means the parser never sees it.
+_DOCTYPE_IN_PROLOG = re.compile(
+    rb"(?:\xef\xbb\xbf)?(?:<\?xml[^>]*\?>)?(?:\s|<!--.*?-->|<\?.*?\?>)*<!DOCTYPE", re.S
+)
 _POSITION = re.compile(r", line \d+, column \d+$")
 _local = threading.local()
 
@@ -64,15 +69,15 @@ def parse_untrusted(data: bytes, limits: Limits) -> etree._Element:
         )
     if size == 0:
         raise MalformedPackage(Issue.of(ErrorCode.MALFORMED, "", "the package is empty"))
+    if _DOCTYPE_IN_PROLOG.match(data):
+        raise _dtd_forbidden()
     try:
         root = etree.fromstring(bytes(data), _parser(huge=size > _HUGE_ABOVE))
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(exc) from None
     docinfo = root.getroottree().docinfo
     if docinfo.internalDTD is not None or docinfo.doctype:
-        raise UnsafePackage(
-            Issue.of(ErrorCode.DTD_FORBIDDEN, "", "a DOCTYPE is not allowed in an edXML package")
-        )
+        raise _dtd_forbidden()  # the prolog check missed it; the parser resolved nothing
     encoding = (docinfo.encoding or "UTF-8").upper()
     if encoding not in ("UTF-8", "UTF8"):
         raise UnsafePackage(
@@ -90,6 +95,12 @@ def parse_untrusted(data: bytes, limits: Limits) -> etree._Element:
     return root
 
 
+def _dtd_forbidden() -> UnsafePackage:
+    return UnsafePackage(
+        Issue.of(ErrorCode.DTD_FORBIDDEN, "", "a DOCTYPE is not allowed in an edXML package")
+    )
+
+
 def _syntax_error(exc: etree.XMLSyntaxError) -> Exception:
     message = _POSITION.sub("", str(exc.msg or exc))
     line, column = exc.position if exc.position else (exc.lineno, None)
@@ -100,13 +111,25 @@ def _syntax_error(exc: etree.XMLSyntaxError) -> Exception:
         )
     if "excessive depth" in lowered or "huge" in lowered:
         return UnsafePackage(
-            Issue.of(ErrorCode.TOO_LARGE, "", f"the tree is too deep or too big: {message}",
-                     None, line, column)
+            Issue.of(
+                ErrorCode.TOO_LARGE,
+                "",
+                f"the tree is too deep or too big: {message}",
+                None,
+                line,
+                column,
+            )
         )
     if "entity" in lowered and ("amplification" in lowered or "loop" in lowered):
         return UnsafePackage(
-            Issue.of(ErrorCode.DTD_FORBIDDEN, "", f"entity expansion refused: {message}",
-                     None, line, column)
+            Issue.of(
+                ErrorCode.DTD_FORBIDDEN,
+                "",
+                f"entity expansion refused: {message}",
+                None,
+                line,
+                column,
+            )
         )
     return MalformedPackage(
         Issue.of(ErrorCode.MALFORMED, "", f"not well-formed XML: {message}", None, line, column)
@@ -144,7 +167,7 @@ def check_schema(root: etree._Element) -> None:
             entry.line,
             entry.column or None,
         )
-        for entry in list(schema.error_log)[:_MAX_SCHEMA_ISSUES]
+        for entry in list(schema.error_log)[:_MAX_SCHEMA_ISSUES]  # type: ignore[call-overload]
     ]
     raise InvalidPackage(issues or [Issue.of(ErrorCode.SCHEMA, "", "schema validation failed")])
 

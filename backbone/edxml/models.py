@@ -139,9 +139,7 @@ class Bussiness(Record):
     paper: str | None = None
     staff_info: StaffInfo | None = None
     bussiness_document_info: BussinessDocumentInfo | None = None
-    replacement_info_list: Annotated[
-        tuple[ReplacementInfo, ...], Wrapped("ReplacementInfo")
-    ] = ()
+    replacement_info_list: Annotated[tuple[ReplacementInfo, ...], Wrapped("ReplacementInfo")] = ()
 
 
 class TraceHeaderList(Record):

@@ -44,8 +44,11 @@ _MAX_DOCUMENT_ID = 255
 
 def check(package: Package) -> Package:
     """Return ``package`` unchanged if it satisfies every rule; else raise InvalidPackage."""
-    issues = list(_document_issues(package) if isinstance(package, DocumentPackage)
-                  else _status_issues(package))
+    issues = list(
+        _document_issues(package)
+        if isinstance(package, DocumentPackage)
+        else _status_issues(package)
+    )
     if issues:
         raise InvalidPackage(issues)
     return package
@@ -75,22 +78,28 @@ def _date(path: str, value: str | None, fmt: str = DATE_FORMAT) -> Iterator[Issu
         if fmt == DATE_FORMAT:
             yield Issue.of(ErrorCode.BAD_DATE, path, "expected a date as yyyy/MM/dd", value)
         else:
-            yield Issue.of(ErrorCode.BAD_TIMESTAMP, path,
-                           "expected a time as yyyy/MM/dd HH:mm:ss", value)
+            yield Issue.of(
+                ErrorCode.BAD_TIMESTAMP, path, "expected a time as yyyy/MM/dd HH:mm:ss", value
+            )
 
 
 def _code(path: str, value: str | None, allowed: set[str], what: str) -> Iterator[Issue]:
     if value is not None and value not in allowed:
-        yield Issue.of(ErrorCode.BAD_CODE, path,
-                       f"{what} must be one of {', '.join(sorted(allowed))}", value)
+        yield Issue.of(
+            ErrorCode.BAD_CODE, path, f"{what} must be one of {', '.join(sorted(allowed))}", value
+        )
 
 
 def _document_id(path: str, value: str | None) -> Iterator[Issue]:
     if value is None:
         return
     if len(value) > _MAX_DOCUMENT_ID or any(ord(c) < 32 for c in value):
-        yield Issue.of(ErrorCode.BAD_DOCUMENT_ID, path,
-                       f"a DocumentId is at most {_MAX_DOCUMENT_ID} printable characters", value)
+        yield Issue.of(
+            ErrorCode.BAD_DOCUMENT_ID,
+            path,
+            f"a DocumentId is at most {_MAX_DOCUMENT_ID} printable characters",
+            value,
+        )
 
 
 def _organization(path: str, organization: Organization) -> Iterator[Issue]:
@@ -101,8 +110,11 @@ def _response_for(path: str, response: ResponseFor, status: bool) -> Iterator[Is
     yield from _agency(f"{path}/OrganId", response.organ_id, required=status)
     yield from _date(f"{path}/PromulgationDate", response.promulgation_date)
     if response.document_id is None:
-        yield Issue.of(ErrorCode.MISSING, f"{path}/DocumentId",
-                       "the DocumentId of the document referred to is required")
+        yield Issue.of(
+            ErrorCode.MISSING,
+            f"{path}/DocumentId",
+            "the DocumentId of the document referred to is required",
+        )
     yield from _document_id(f"{path}/DocumentId", response.document_id)
 
 
@@ -118,17 +130,24 @@ def _trace(trace: TraceHeaderList | None) -> Iterator[Issue]:
     if business is None:
         return
     path = f"{TRACE}/Bussiness"
-    yield from _code(f"{path}/BussinessDocType", business.bussiness_doc_type,
-                     BUSSINESS_DOC_TYPES, "BussinessDocType")
+    yield from _code(
+        f"{path}/BussinessDocType",
+        business.bussiness_doc_type,
+        BUSSINESS_DOC_TYPES,
+        "BussinessDocType",
+    )
     yield from _code(f"{path}/Paper", business.paper, FLAGS, "Paper")
     yield from _document_id(f"{path}/DocumentId", business.document_id)
     info = business.bussiness_document_info
     if info is not None:
         count = len(info.receiver_list)
         for i, receiver in enumerate(info.receiver_list):
-            receiver_path = _indexed(f"{path}/BussinessDocumentInfo/ReceiverList", "Receiver", i, count)
-            yield from _code(f"{receiver_path}/ReceiverType", receiver.receiver_type, FLAGS,
-                             "ReceiverType")
+            receiver_path = _indexed(
+                f"{path}/BussinessDocumentInfo/ReceiverList", "Receiver", i, count
+            )
+            yield from _code(
+                f"{receiver_path}/ReceiverType", receiver.receiver_type, FLAGS, "ReceiverType"
+            )
             yield from _agency(f"{receiver_path}/OrganId", receiver.organ_id)
     count = len(business.replacement_info_list)
     for i, replacement in enumerate(business.replacement_info_list):
@@ -136,7 +155,9 @@ def _trace(trace: TraceHeaderList | None) -> Iterator[Issue]:
         yield from _document_id(f"{replacement_path}/DocumentId", replacement.document_id)
         ids = len(replacement.organ_id_list)
         for j, organ_id in enumerate(replacement.organ_id_list):
-            yield from _agency(_indexed(f"{replacement_path}/OrganIdList", "OrganId", j, ids), organ_id)
+            yield from _agency(
+                _indexed(f"{replacement_path}/OrganIdList", "OrganId", j, ids), organ_id
+            )
 
 
 def _document_issues(package: DocumentPackage) -> Iterator[Issue]:
@@ -149,22 +170,34 @@ def _document_issues(package: DocumentPackage) -> Iterator[Issue]:
         yield from _organization(path, recipient)
         if recipient.organ_id is not None:
             if recipient.organ_id in seen:
-                yield Issue.of(ErrorCode.DUPLICATE_RECIPIENT, f"{path}/OrganId",
-                               "this recipient is already listed", recipient.organ_id)
+                yield Issue.of(
+                    ErrorCode.DUPLICATE_RECIPIENT,
+                    f"{path}/OrganId",
+                    "this recipient is already listed",
+                    recipient.organ_id,
+                )
             seen.add(recipient.organ_id)
     yield from _document_id(f"{MESSAGE_HEADER}/DocumentId", header.document_id)
-    yield from _date(f"{MESSAGE_HEADER}/PromulgationInfo/PromulgationDate",
-                     header.promulgation_info.promulgation_date)
+    yield from _date(
+        f"{MESSAGE_HEADER}/PromulgationInfo/PromulgationDate",
+        header.promulgation_info.promulgation_date,
+    )
     yield from _date(f"{MESSAGE_HEADER}/DueDate", header.due_date)
-    yield from _code(f"{MESSAGE_HEADER}/SteeringType", header.steering_type, STEERING_TYPES,
-                     "SteeringType")
+    yield from _code(
+        f"{MESSAGE_HEADER}/SteeringType", header.steering_type, STEERING_TYPES, "SteeringType"
+    )
     if header.other_info is not None:
-        yield from _code(f"{MESSAGE_HEADER}/OtherInfo/Priority", header.other_info.priority,
-                         PRIORITIES, "Priority")
+        yield from _code(
+            f"{MESSAGE_HEADER}/OtherInfo/Priority",
+            header.other_info.priority,
+            PRIORITIES,
+            "Priority",
+        )
     count = len(header.response_for)
     for i, response in enumerate(header.response_for):
-        yield from _response_for(_indexed(MESSAGE_HEADER, "ResponseFor", i, count), response,
-                                 status=False)
+        yield from _response_for(
+            _indexed(MESSAGE_HEADER, "ResponseFor", i, count), response, status=False
+        )
     yield from _trace(package.trace)
     yield from _manifest(package)
 
@@ -177,20 +210,33 @@ def _manifest(package: DocumentPackage) -> Iterator[Issue]:
         path = _indexed(MANIFEST, "Reference", i, count) + "/ContentId"
         cid = reference.content_id
         if references[cid] > 1:
-            yield Issue.of(ErrorCode.DUPLICATE_CONTENT_ID, path,
-                           "two manifest references share this ContentId", cid)
+            yield Issue.of(
+                ErrorCode.DUPLICATE_CONTENT_ID,
+                path,
+                "two manifest references share this ContentId",
+                cid,
+            )
         if attachments[cid] == 0:
-            yield Issue.of(ErrorCode.MANIFEST_MISMATCH, path,
-                           "no Attachment has this ContentId", cid)
+            yield Issue.of(
+                ErrorCode.MANIFEST_MISMATCH, path, "no Attachment has this ContentId", cid
+            )
         elif attachments[cid] > 1:
-            yield Issue.of(ErrorCode.MANIFEST_MISMATCH, path,
-                           f"{attachments[cid]} Attachments have this ContentId, expected one", cid)
+            yield Issue.of(
+                ErrorCode.MANIFEST_MISMATCH,
+                path,
+                f"{attachments[cid]} Attachments have this ContentId, expected one",
+                cid,
+            )
     count = len(package.attachments)
     for i, attachment in enumerate(package.attachments):
         if references[attachment.content_id] == 0:
             path = _indexed(ATTACHMENTS, "Attachment", i, count) + "/ContentId"
-            yield Issue.of(ErrorCode.MANIFEST_MISMATCH, path,
-                           "no manifest Reference has this ContentId", attachment.content_id)
+            yield Issue.of(
+                ErrorCode.MANIFEST_MISMATCH,
+                path,
+                "no manifest Reference has this ContentId",
+                attachment.content_id,
+            )
 
 
 def _status_issues(package: StatusPackage) -> Iterator[Issue]:
@@ -198,8 +244,11 @@ def _status_issues(package: StatusPackage) -> Iterator[Issue]:
     yield from _organization(f"{MESSAGE_HEADER}/From", header.from_)
     yield from _response_for(f"{MESSAGE_HEADER}/ResponseFor", header.response_for, status=True)
     if header.status_code not in STATUS_CODES:
-        yield Issue.of(ErrorCode.BAD_STATUS, f"{MESSAGE_HEADER}/StatusCode",
-                       f"unknown status code; known: {', '.join(STATUS_CODES)}",
-                       header.status_code)
+        yield Issue.of(
+            ErrorCode.BAD_STATUS,
+            f"{MESSAGE_HEADER}/StatusCode",
+            f"unknown status code; known: {', '.join(STATUS_CODES)}",
+            header.status_code,
+        )
     yield from _date(f"{MESSAGE_HEADER}/Timestamp", header.timestamp, TIMESTAMP_FORMAT)
     yield from _trace(package.trace)
