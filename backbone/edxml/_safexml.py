@@ -26,11 +26,8 @@ _HUGE_ABOVE = 8 * 1024 * 1024
 _ROOT_TAG = f"{{{NAMESPACE}}}edXML"
 _MAX_SCHEMA_ISSUES = 20
 
-# A DOCTYPE can only stand in the prolog: after an optional BOM, XML declaration, comments,
-# processing instructions and whitespace. Refusing it there means the parser never sees it.
-_DOCTYPE_IN_PROLOG = re.compile(
-    rb"(?:\xef\xbb\xbf)?(?:<\?xml[^>]*\?>)?(?:\s|<!--.*?-->|<\?.*?\?>)*<!DOCTYPE", re.S
-)
+_BOM = b"\xef\xbb\xbf"
+_SPACE = re.compile(rb"[ \t\r\n]*")
 _POSITION = re.compile(r", line \d+, column \d+$")
 _local = threading.local()
 
@@ -69,10 +66,11 @@ def parse_untrusted(data: bytes, limits: Limits) -> etree._Element:
         )
     if size == 0:
         raise MalformedPackage(Issue.of(ErrorCode.MALFORMED, "", "the package is empty"))
-    if _DOCTYPE_IN_PROLOG.match(data):
+    data = bytes(data)
+    if _doctype_in_prolog(data):
         raise _dtd_forbidden()
     try:
-        root = etree.fromstring(bytes(data), _parser(huge=size > _HUGE_ABOVE))
+        root = etree.fromstring(data, _parser(huge=size > _HUGE_ABOVE))
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(exc) from None
     docinfo = root.getroottree().docinfo
@@ -93,6 +91,24 @@ def parse_untrusted(data: bytes, limits: Limits) -> etree._Element:
             )
         )
     return root
+
+
+def _doctype_in_prolog(data: bytes) -> bool:
+    """Whether a DOCTYPE stands in the prolog (after a BOM, declaration, comments, PIs and
+    whitespace), the only place one can be: refused there, the parser never sees it."""
+    at = len(_BOM) if data.startswith(_BOM) else 0
+    while True:
+        match = _SPACE.match(data, at)
+        at = match.end() if match else at
+        if data.startswith(b"<?", at):
+            end = data.find(b"?>", at + 2)
+        elif data.startswith(b"<!--", at):
+            end = data.find(b"-->", at + 4)
+        else:
+            return data.startswith(b"<!DOCTYPE", at)
+        if end < 0:
+            return False  # unterminated: the parser will call it malformed
+        at = end + 2 if data[at + 1 : at + 2] == b"?" else end + 3
 
 
 def _dtd_forbidden() -> UnsafePackage:
