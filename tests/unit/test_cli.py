@@ -95,3 +95,20 @@ def test_the_console_script_runs(files: dict[str, Path]) -> None:
     )
     assert result.returncode == 1
     assert "bad-agency-id" in result.stderr
+
+
+def test_service_logs_are_json_lines_with_document_and_agency() -> None:
+    code = (
+        "from backbone.logs import configure, get_logger\n"
+        "configure('json')\n"
+        "get_logger('validator').info('accepted', document_id='d-1', agency='000.00.00.H41')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    import json
+
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert line["event"] == "accepted" and line["level"] == "info"
+    assert line["document_id"] == "d-1" and line["agency"] == "000.00.00.H41"
+    assert "timestamp" in line
