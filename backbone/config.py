@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -19,6 +20,17 @@ class Settings(BaseSettings):
 
     max_package_bytes: int = Field(32 * MiB, gt=0, description="largest package accepted")
     max_attachment_bytes: int = Field(24 * MiB, gt=0, description="largest decoded attachment")
+    trust_bundle: Path | None = Field(
+        None, description="PEM file of trust anchors for package signatures (no web roots)"
+    )
+    crl_files: list[Path] = Field(
+        default_factory=list, description="CRL files, as a JSON list in the environment"
+    )
+    allow_sha1: bool = Field(False, description="accept legacy RSA-SHA1 / SHA-1 signatures")
+    cert_agency_attribute: str = Field(
+        "UID", description="subject attribute that carries the agency identifier"
+    )
+    pki_dir: Path = Field(Path("pki"), description="the development PKI's directory")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] | None = Field(
         None, description="json for services, console for the CLI when unset"

@@ -9,7 +9,9 @@ lxml or pydantic never leave the format layer.
      └── PackageError          a package is refused; carries one or more Issues
           ├── UnsafePackage      refused before or while parsing: size, DTD, encoding
           ├── MalformedPackage   not well-formed XML, wrong root element or namespace
-          └── InvalidPackage     structure (schema, cardinality) or semantic rules
+          ├── InvalidPackage     structure (schema, cardinality) or semantic rules
+          └── SignatureError     unsigned, forged, altered, untrusted, revoked, wrong agency
+     TrustConfigError          the trust anchors or CRLs configured cannot be used
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ __all__ = [
     "Issue",
     "MalformedPackage",
     "PackageError",
+    "SignatureError",
+    "TrustConfigError",
     "UnsafePackage",
 ]
 
@@ -54,6 +58,20 @@ class ErrorCode(StrEnum):
     DUPLICATE_CONTENT_ID = "duplicate-content-id"
     BAD_BASE64 = "bad-base64"
     ATTACHMENT_TOO_LARGE = "attachment-too-large"
+    # the signing layer
+    UNSIGNED = "unsigned"
+    MALFORMED_SIGNATURE = "malformed-signature"
+    MULTIPLE_SIGNATURES = "multiple-signatures"
+    WEAK_ALGORITHM = "weak-algorithm"
+    DIGEST_MISMATCH = "digest-mismatch"
+    BAD_SIGNATURE = "bad-signature-value"
+    UNTRUSTED_CHAIN = "untrusted-chain"
+    BAD_KEY_USAGE = "bad-key-usage"
+    EXPIRED = "certificate-expired"
+    NOT_YET_VALID = "certificate-not-yet-valid"
+    REVOKED = "certificate-revoked"
+    REVOCATION_UNKNOWN = "revocation-unknown"
+    WRONG_AGENCY = "wrong-agency"
 
 
 def truncate(value: str | None, limit: int = VALUE_LIMIT) -> str | None:
@@ -156,3 +174,11 @@ class MalformedPackage(PackageError):
 
 class InvalidPackage(PackageError):
     """Well-formed edXML that breaks the schema, a cardinality or a semantic rule."""
+
+
+class SignatureError(PackageError):
+    """The package signature is missing, malformed, forged, weak, or not the sender's."""
+
+
+class TrustConfigError(BackboneError):
+    """A configured CA bundle or CRL cannot be read or is not fit to use (operator error)."""

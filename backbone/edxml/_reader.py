@@ -102,7 +102,9 @@ def _children(element: etree._Element) -> dict[str, list[etree._Element]]:
 
 
 def _text(element: etree._Element) -> str | None:
-    text = element.text
+    # A leaf holds children only when comments or PIs were kept (signature checking):
+    # its value is then the text around them, as canonical XML without comments has it.
+    text = element.text if len(element) == 0 else "".join(map(str, element.itertext()))
     if text is None:
         return None
     return text.strip() or None
@@ -249,7 +251,7 @@ class Reader:
         return self._base64(element, path)
 
     def _base64(self, element: etree._Element, path: str) -> bytes:
-        text = "".join((element.text or "").split())
+        text = "".join((_text(element) or "").split())
         limit = self.limits.max_attachment_bytes
         if len(text) // 4 * 3 > limit + 2:
             raise InvalidPackage(

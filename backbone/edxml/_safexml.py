@@ -32,9 +32,14 @@ _POSITION = re.compile(r", line \d+, column \d+$")
 _local = threading.local()
 
 
-def _parser(huge: bool) -> etree.XMLParser:
-    """One parser per thread and mode: lxml parsers must not be shared across threads."""
-    key = "huge" if huge else "normal"
+def _parser(huge: bool, keep_comments: bool = False) -> etree.XMLParser:
+    """One parser per thread and mode: lxml parsers must not be shared across threads.
+
+    Comments and processing instructions are dropped unless a signature is to be
+    checked: a canonical form with comments, and every canonical form of a processing
+    instruction, covers them.
+    """
+    key = f"parser-{huge}-{keep_comments}"
     parser: etree.XMLParser | None = getattr(_local, key, None)
     if parser is None:
         parser = etree.XMLParser(
@@ -43,15 +48,20 @@ def _parser(huge: bool) -> etree.XMLParser:
             load_dtd=False,
             dtd_validation=False,
             huge_tree=huge,
-            remove_comments=True,
-            remove_pis=True,
+            remove_comments=not keep_comments,
+            remove_pis=not keep_comments,
             collect_ids=False,
         )
         setattr(_local, key, parser)
     return parser
 
 
-def parse_untrusted(data: bytes, limits: Limits) -> etree._Element:
+def parser_for(size: int, keep_comments: bool = False) -> etree.XMLParser:
+    """The safe parser fit for a document of ``size`` bytes."""
+    return _parser(huge=size > _HUGE_ABOVE, keep_comments=keep_comments)
+
+
+def parse_untrusted(data: bytes, limits: Limits, *, keep_comments: bool = False) -> etree._Element:
     """Parse ``data`` into the edXML root element, or raise a PackageError."""
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"a package is bytes, not {type(data).__name__}")
@@ -70,7 +80,7 @@ def parse_untrusted(data: bytes, limits: Limits) -> etree._Element:
     if _doctype_in_prolog(data):
         raise _dtd_forbidden()
     try:
-        root = etree.fromstring(data, _parser(huge=size > _HUGE_ABOVE))
+        root = etree.fromstring(data, parser_for(size, keep_comments))
     except etree.XMLSyntaxError as exc:
         raise _syntax_error(exc) from None
     docinfo = root.getroottree().docinfo

@@ -1,0 +1,73 @@
+"""Whether a verified certificate belongs to the agency a package claims to come from.
+
+Two ways, combinable: the certificate's fingerprint is registered for the agency (the
+registry holds several per agency, for rotation), or the agency identifier stands in a
+configured attribute of the certificate subject (how a government CA can vouch for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+_ATTRIBUTES = {
+    "UID": NameOID.USER_ID,
+    "CN": NameOID.COMMON_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "SERIALNUMBER": NameOID.SERIAL_NUMBER,
+}
+
+
+class Binding(Protocol):
+    """Answers: may this certificate sign for this agency?"""
+
+    def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool: ...
+
+
+class FingerprintBinding:
+    """Certificates registered per agency, by SHA-256 fingerprint (hex)."""
+
+    def __init__(self, registered: Mapping[str, Iterable[str]]) -> None:
+        self._registered = {agency: {f.lower() for f in fps} for agency, fps in registered.items()}
+
+    def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool:
+        return fingerprint in self._registered.get(agency, ())
+
+
+class SubjectBinding:
+    """The agency identifier stands in a subject attribute (UID by default)."""
+
+    def __init__(self, attribute: str = "UID") -> None:
+        self.oid = attribute_oid(attribute)
+
+    def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool:
+        values = certificate.subject.get_attributes_for_oid(self.oid)
+        return any(a.value == agency for a in values)
+
+
+class AnyBinding:
+    """Bound if any of the given bindings says so."""
+
+    def __init__(self, *bindings: Binding) -> None:
+        self.bindings = bindings
+
+    def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool:
+        return any(b.binds(certificate, fingerprint, agency) for b in self.bindings)
+
+
+def attribute_oid(attribute: str) -> ObjectIdentifier:
+    """A subject attribute by short name (UID, CN, OU, O, serialNumber) or dotted OID."""
+    known = _ATTRIBUTES.get(attribute.upper())
+    if known is not None:
+        return known
+    try:
+        return ObjectIdentifier(attribute)
+    except ValueError:
+        raise ValueError(
+            f"unknown certificate subject attribute {attribute!r}: use one of "
+            f"{', '.join(_ATTRIBUTES)} or a dotted OID"
+        ) from None

@@ -1,0 +1,303 @@
+"""A development PKI: a root CA (optionally an intermediate), agency certificates, a CRL.
+
+For demos, tests and pilots only: keys are written unencrypted. Production agencies use
+certificates from the government CA, configured as the trust bundle and CRLs.
+
+Layout of a PKI directory::
+
+    root-ca.pem  root-ca.key            the trust anchor (also copied to ca-bundle.pem)
+    intermediate-ca.pem/.key            when made with an intermediate: it issues agencies
+    crl.pem                             the issuing CA's CRL (root-crl.pem for the root too)
+    pki.json                            which CA issues, revoked serials, CRL number
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from ..agency import AgencyCode
+
+KeyType = Literal["rsa", "ec"]
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+AGENCY_ATTRIBUTE = NameOID.USER_ID  # where the agency identifier stands in the subject
+_SKEW = timedelta(minutes=5)
+
+
+class PkiError(Exception):
+    """The PKI directory is missing, incomplete, or asked to do something it cannot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    code: str
+    certificate: Path  # leaf then intermediates, PEM
+    key: Path
+    fingerprint: str
+
+
+def new_key(kind: KeyType = "rsa") -> PrivateKey:
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_key(path: Path, key: PrivateKey) -> None:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.write_bytes(pem)
+    os.chmod(path, 0o600)
+
+
+def _pem(*certificates: x509.Certificate) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates)
+
+
+def fingerprint(certificate: x509.Certificate) -> str:
+    """SHA-256 of the DER certificate, lower-case hex: how certificates are registered."""
+    return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def _ca_certificate(
+    subject: x509.Name,
+    key: PrivateKey,
+    issuer: x509.Certificate | None,
+    issuer_key: PrivateKey,
+    path_length: int | None,
+    days: int,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    aki = (
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+        if issuer is not None
+        else x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    )
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer is not None else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _SKEW)
+        .not_valid_after(now + timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(aki, critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )
+
+
+def _name(common_name: str, unit: str | None = None, agency: str | None = None) -> x509.Name:
+    attributes = [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "VN"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Backbone development PKI"),
+    ]
+    if unit:
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
+    if agency:
+        attributes.append(x509.NameAttribute(AGENCY_ATTRIBUTE, agency))
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
+
+
+class Pki:
+    """A development PKI on disk."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    @property
+    def _state_path(self) -> Path:
+        return self.directory / "pki.json"
+
+    def _state(self) -> dict[str, object]:
+        if not self._state_path.is_file():
+            raise PkiError(f"{self.directory} is not a PKI directory (run `backbone pki init`)")
+        state: dict[str, object] = json.loads(self._state_path.read_text())
+        return state
+
+    def _save(self, state: dict[str, object]) -> None:
+        self._state_path.write_text(json.dumps(state, indent=2))
+
+    @property
+    def ca_bundle(self) -> Path:
+        return self.directory / "ca-bundle.pem"
+
+    @property
+    def crl(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def crls(self) -> list[Path]:
+        """Every CRL this PKI publishes: the issuing CA's, and the root's above it."""
+        return [p for p in (self.crl, self.directory / "root-crl.pem") if p.is_file()]
+
+    def init(
+        self, *, intermediate: bool = False, key_type: KeyType = "rsa", days: int = 3650
+    ) -> None:
+        """Create the CAs and an empty CRL; refuse to overwrite an existing PKI."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._state_path.exists():
+            raise PkiError(f"{self.directory} already holds a PKI")
+        root_key = new_key(key_type)
+        root = _ca_certificate(_name("Backbone Dev Root CA"), root_key, None, root_key, None, days)
+        _write_key(self.directory / "root-ca.key", root_key)
+        (self.directory / "root-ca.pem").write_bytes(_pem(root))
+        self.ca_bundle.write_bytes(_pem(root))
+        issuing = "root-ca"
+        if intermediate:
+            key = new_key(key_type)
+            cert = _ca_certificate(_name("Backbone Dev Issuing CA"), key, root, root_key, 0, days)
+            _write_key(self.directory / "intermediate-ca.key", key)
+            (self.directory / "intermediate-ca.pem").write_bytes(_pem(cert))
+            issuing = "intermediate-ca"
+        self._save({"issuing": issuing, "revoked": [], "crl_number": 0})
+        self.write_crls()
+
+    def _load_ca(self, name: str) -> tuple[x509.Certificate, PrivateKey]:
+        cert = x509.load_pem_x509_certificate((self.directory / f"{name}.pem").read_bytes())
+        key = serialization.load_pem_private_key(
+            (self.directory / f"{name}.key").read_bytes(), password=None
+        )
+        assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+        return cert, key
+
+    def issuer(self) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
+        """The issuing CA, its key, and the chain to append to agency certificates."""
+        name = str(self._state()["issuing"])
+        cert, key = self._load_ca(name)
+        return cert, key, ([cert] if name == "intermediate-ca" else [])
+
+    def issue(
+        self,
+        code: str,
+        out: Path,
+        *,
+        name: str | None = None,
+        key_type: KeyType = "rsa",
+        days: int = 365,
+        valid_from: datetime | None = None,
+        key_usage_signature: bool = True,
+    ) -> Issued:
+        """An agency certificate: the identifier in the subject (UID), digitalSignature set."""
+        AgencyCode.parse(code)
+        ca, ca_key, chain = self.issuer()
+        key = new_key(key_type)
+        start = valid_from or datetime.now(UTC) - _SKEW
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(_name(name or code, "Agency", code))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(start + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=key_usage_signature,
+                    content_commitment=key_usage_signature,
+                    key_encipherment=not key_usage_signature,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        key_path, cert_path = out / f"{code}.key", out / f"{code}.pem"
+        _write_key(key_path, key)
+        cert_path.write_bytes(_pem(certificate, *chain))
+        return Issued(code, cert_path, key_path, fingerprint(certificate))
+
+    def revoke(self, certificate_path: Path, *, crl_days: int = 7) -> int:
+        """Revoke a certificate this PKI issued; rewrite the CRL. Returns its serial."""
+        certificate = x509.load_pem_x509_certificate(Path(certificate_path).read_bytes())
+        ca, _, _ = self.issuer()
+        if certificate.issuer != ca.subject:
+            raise PkiError(f"{certificate_path} was not issued by this PKI's issuing CA")
+        state = self._state()
+        revoked = list(state["revoked"])  # type: ignore[call-overload]
+        if all(entry["serial"] != certificate.serial_number for entry in revoked):
+            revoked.append(
+                {"serial": certificate.serial_number, "at": datetime.now(UTC).isoformat()}
+            )
+        state["revoked"] = revoked
+        self._save(state)
+        self.write_crls(days=crl_days)
+        return certificate.serial_number
+
+    def write_crls(self, *, days: int = 7) -> None:
+        """(Re)sign the CRLs: the issuing CA's with every revoked serial; the root's empty."""
+        state = self._state()
+        number = int(state["crl_number"]) + 1  # type: ignore[call-overload]
+        state["crl_number"] = number
+        self._save(state)
+        ca, key, _ = self.issuer()
+        revoked = [
+            (int(e["serial"]), datetime.fromisoformat(e["at"]))
+            for e in state["revoked"]  # type: ignore[attr-defined]
+        ]
+        self.crl.write_bytes(_crl(ca, key, revoked, number, days))
+        if state["issuing"] == "intermediate-ca":
+            root, root_key = self._load_ca("root-ca")
+            (self.directory / "root-crl.pem").write_bytes(_crl(root, root_key, [], number, days))
+
+
+def _crl(
+    ca: x509.Certificate,
+    key: PrivateKey,
+    revoked: list[tuple[int, datetime]],
+    number: int,
+    days: int,
+    *,
+    now: datetime | None = None,
+) -> bytes:
+    now = now or datetime.now(UTC)
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.subject)
+        .last_update(now - _SKEW)
+        .next_update(now + timedelta(days=days))
+        .add_extension(x509.CRLNumber(number), critical=False)
+    )
+    for serial, when in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build()
+        )
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

@@ -1,0 +1,238 @@
+"""Trust anchors, certificate chains and revocation.
+
+The anchors come from a configured CA bundle only (never the public web roots). A chain
+is validated by cryptography's X.509 path builder; since thousands of packages arrive
+signed by the same few hundred certificates, a validated chain is remembered by the
+fingerprints of its certificates. What can change between two packages is checked on
+every use, cache or not: the validity period against the clock, and revocation against
+the CRLs. A new CA bundle or CRL set means a new TrustStore, hence an empty cache.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509 import verification
+
+from ..errors import ErrorCode, Issue, SignatureError, TrustConfigError
+from .pki import fingerprint
+
+Clock = Callable[[], datetime]
+_CACHE_SIZE = 4096
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def refuse(code: str, message: str, value: str | None = None, path: str = "") -> SignatureError:
+    return SignatureError(Issue.of(code, path, message, value))
+
+
+def _subject(certificate: x509.Certificate) -> str:
+    try:
+        return certificate.subject.rfc4514_string()
+    except ValueError:
+        return "<unreadable subject>"
+
+
+def _require_digital_signature(
+    policy: verification.Policy, certificate: x509.Certificate, usage: x509.KeyUsage | None
+) -> None:
+    if usage is None or not usage.digital_signature:
+        raise ValueError("the certificate's KeyUsage does not allow digitalSignature")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustedChain:
+    """A chain that validated: the signer's certificate first, the anchor last."""
+
+    chain: tuple[x509.Certificate, ...]
+    fingerprint: str
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return self.chain[0]
+
+
+class _Crl:
+    """One CRL with its revoked serials, checked against its issuer once."""
+
+    def __init__(self, crl: x509.CertificateRevocationList, source: str) -> None:
+        self.crl = crl
+        self.source = source
+        self.revoked = frozenset(r.serial_number for r in crl)
+        self._checked_with: set[str] = set()
+
+    def check_issuer(self, issuer: x509.Certificate) -> None:
+        key = fingerprint(issuer)
+        if key in self._checked_with:
+            return
+        public_key = issuer.public_key()
+        if not self.crl.is_signature_valid(public_key):  # type: ignore[arg-type]
+            raise refuse(
+                ErrorCode.REVOCATION_UNKNOWN,
+                f"the CRL {self.source} names {_subject(issuer)} as issuer but is not signed by "
+                "it, so revocation cannot be established",
+            )
+        self._checked_with.add(key)
+
+
+class TrustStore:
+    """Trust anchors plus CRLs; validates signer chains, remembering those that passed."""
+
+    def __init__(
+        self,
+        anchors: Sequence[x509.Certificate],
+        crls: Sequence[x509.CertificateRevocationList] = (),
+        *,
+        crl_sources: Sequence[str] | None = None,
+        clock: Clock = _utcnow,
+    ) -> None:
+        if not anchors:
+            raise TrustConfigError("the trust store has no anchors: configure a CA bundle")
+        self.anchors = tuple(anchors)
+        self._store = verification.Store(list(anchors))
+        sources = list(crl_sources or [f"#{i + 1}" for i in range(len(crls))])
+        self._crls: dict[x509.Name, list[_Crl]] = {}
+        for crl, source in zip(crls, sources, strict=True):
+            self._crls.setdefault(crl.issuer, []).append(_Crl(crl, source))
+        self.clock = clock
+        self._cache: OrderedDict[Hashable, TrustedChain] = OrderedDict()
+        self._lock = threading.Lock()
+        self._ee_policy = verification.ExtensionPolicy.permit_all().require_present(
+            x509.KeyUsage, verification.Criticality.AGNOSTIC, _require_digital_signature
+        )
+        self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
+        for anchor in self.anchors:  # fail at start-up, not on the first package
+            for entry in self._crls.get(anchor.subject, []):
+                try:
+                    entry.check_issuer(anchor)
+                except SignatureError as exc:
+                    raise TrustConfigError(exc.message) from None
+
+    @classmethod
+    def from_files(
+        cls, bundle: Path, crls: Sequence[Path] = (), *, clock: Clock = _utcnow
+    ) -> TrustStore:
+        """Load a PEM CA bundle and CRL files (PEM or DER); say which file is unusable."""
+        try:
+            anchors = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise TrustConfigError(f"cannot use the CA bundle {bundle}: {exc}") from None
+        loaded = []
+        for path in crls:
+            try:
+                raw = Path(path).read_bytes()
+                loaded.append(
+                    x509.load_pem_x509_crl(raw)
+                    if raw.lstrip().startswith(b"-----")
+                    else x509.load_der_x509_crl(raw)
+                )
+            except (OSError, ValueError) as exc:
+                raise TrustConfigError(f"cannot use the CRL {path}: {exc}") from None
+        return cls(anchors, loaded, crl_sources=[str(p) for p in crls], clock=clock)
+
+    def validate(
+        self, certificates: Sequence[x509.Certificate], key: Hashable | None = None
+    ) -> TrustedChain:
+        """Validate the signer (``certificates[0]``) with the others as intermediates.
+
+        ``key`` identifies these certificates for the cache (the verifier passes the
+        base64 text it read them from); by default, their fingerprints.
+        """
+        now = self.clock()
+        for certificate in certificates:
+            self._check_period(certificate, now)
+        key = key if key is not None else tuple(fingerprint(c) for c in certificates)
+        with self._lock:
+            trusted = self._cache.get(key)
+            if trusted is not None:
+                self._cache.move_to_end(key)
+        if trusted is None:
+            signer = certificates[0]
+            usage = _key_usage(signer)
+            if usage is None or not usage.digital_signature:
+                raise refuse(
+                    ErrorCode.BAD_KEY_USAGE,
+                    "the signer's certificate does not allow digitalSignature",
+                    _subject(signer),
+                )
+            trusted = self._build(signer, certificates[1:], now)
+            with self._lock:
+                self._cache[key] = trusted
+                if len(self._cache) > _CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        for certificate in trusted.chain:
+            self._check_period(certificate, now)
+        self._check_revocation(trusted.chain, now)
+        return trusted
+
+    def _build(
+        self, signer: x509.Certificate, intermediates: Sequence[x509.Certificate], now: datetime
+    ) -> TrustedChain:
+        verifier = (
+            verification.PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(ee_policy=self._ee_policy, ca_policy=self._ca_policy)
+            .build_client_verifier()
+        )
+        try:
+            result = verifier.verify(signer, list(intermediates))
+        except verification.VerificationError as exc:
+            raise refuse(
+                ErrorCode.UNTRUSTED_CHAIN,
+                f"the signer's certificate does not chain to a configured trust anchor ({exc})",
+                _subject(signer),
+            ) from None
+        return TrustedChain(tuple(result.chain), fingerprint(signer))
+
+    @staticmethod
+    def _check_period(certificate: x509.Certificate, now: datetime) -> None:
+        if now < certificate.not_valid_before_utc:
+            raise refuse(
+                ErrorCode.NOT_YET_VALID,
+                f"the certificate is not valid before {certificate.not_valid_before_utc:%F %T} UTC",
+                _subject(certificate),
+            )
+        if now > certificate.not_valid_after_utc:
+            raise refuse(
+                ErrorCode.EXPIRED,
+                f"the certificate expired on {certificate.not_valid_after_utc:%F %T} UTC",
+                _subject(certificate),
+            )
+
+    def _check_revocation(self, chain: Sequence[x509.Certificate], now: datetime) -> None:
+        """Every certificate but the anchor, against every CRL its issuer published."""
+        for certificate, issuer in itertools.pairwise(chain):
+            for entry in self._crls.get(certificate.issuer, []):
+                entry.check_issuer(issuer)
+                next_update = entry.crl.next_update_utc
+                if next_update is None or now > next_update:
+                    raise refuse(
+                        ErrorCode.REVOCATION_UNKNOWN,
+                        f"the CRL {entry.source} of {_subject(issuer)} is out of date "
+                        f"(next update was due {next_update}), so revocation cannot be established",
+                    )
+                if certificate.serial_number in entry.revoked:
+                    raise refuse(
+                        ErrorCode.REVOKED,
+                        f"the certificate (serial {certificate.serial_number:x}) is revoked "
+                        f"by {entry.source}",
+                        _subject(certificate),
+                    )
+
+
+def _key_usage(certificate: x509.Certificate) -> x509.KeyUsage | None:
+    try:
+        return certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
