@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from backbone import edxml
+from backbone import edxml, signing
 from backbone.edxml.factory import File, new_document, new_status
 
 NOW = datetime(2026, 11, 23, 9, 30, 0)
@@ -71,3 +73,72 @@ def interop_dir() -> Path:
             pytest.fail(message + " (CI is set, so they must be there)")
         pytest.skip(message)
     return folder
+
+
+# --- the signing layer: a development PKI made once per test session ---------------------
+
+
+@dataclass(frozen=True)
+class Signer:
+    """An agency's key and certificate chain, as files and as objects."""
+
+    code: str
+    key_path: Path
+    cert_path: Path
+    fingerprint: str
+
+    @property
+    def key(self) -> signing.pki.PrivateKey:
+        return signing.load_private_key(str(self.key_path))
+
+    @property
+    def certificates(self) -> list[x509.Certificate]:
+        return signing.load_certificates(str(self.cert_path))
+
+    def sign(self, data: bytes | edxml.Package) -> bytes:
+        return signing.sign(data, self.key, self.certificates)
+
+
+def _signer(issued: signing.pki.Issued) -> Signer:
+    return Signer(issued.code, issued.key, issued.certificate, issued.fingerprint)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> signing.Pki:
+    directory = tmp_path_factory.mktemp("pki")
+    authority = signing.Pki(directory / "ca")
+    authority.init(intermediate=True)
+    return authority
+
+
+@pytest.fixture(scope="session")
+def signers(pki: signing.Pki) -> dict[str, Signer]:
+    """Certificates for every case: good ones, and each way a certificate can be unfit."""
+    out = pki.directory.parent / "agencies"
+    now = datetime.now(UTC)
+    made = {
+        "G22": pki.issue(SENDER, out / "g22"),
+        "G22-rotated": pki.issue(SENDER, out / "g22-rotated"),
+        "H41": pki.issue(RECIPIENTS[0], out / "h41"),
+        "G22-ec": pki.issue(SENDER, out / "g22-ec", key_type="ec"),
+        "expired": pki.issue(SENDER, out / "expired", valid_from=now - timedelta(days=400)),
+        "future": pki.issue(SENDER, out / "future", valid_from=now + timedelta(days=10)),
+        "revoked": pki.issue(SENDER, out / "revoked"),
+        "no-signing": pki.issue(SENDER, out / "no-signing", key_usage_signature=False),
+    }
+    pki.revoke(made["revoked"].certificate)
+    other = signing.Pki(pki.directory.parent / "other-ca")
+    other.init()
+    made["other-ca"] = other.issue(SENDER, out / "other")
+    return {name: _signer(issued) for name, issued in made.items()}
+
+
+@pytest.fixture(scope="session")
+def trust(pki: signing.Pki, signers: dict[str, Signer]) -> signing.TrustStore:
+    return signing.TrustStore.from_files(pki.ca_bundle, pki.crls())
+
+
+@pytest.fixture(params=["fast", "signxml"])
+def verifier(request: pytest.FixtureRequest, trust: signing.TrustStore) -> signing.Verifier:
+    """The same tests run on both verification engines."""
+    return signing.Verifier(trust, signing.SubjectBinding(), engine=request.param)

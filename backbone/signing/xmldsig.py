@@ -232,6 +232,7 @@ class Verifier:
         return signature
 
     def _signed_info(self, signature: etree._Element) -> _SignedInfo:
+        _check_signature_schema(signature)
         signed_info = signature.find(_DS + "SignedInfo")
         if signed_info is None:
             raise _malformed("the Signature has no SignedInfo")
@@ -302,10 +303,9 @@ class Verifier:
         certificates = []
         for element in elements:
             try:
-                certificates.append(
-                    x509.load_der_x509_certificate(_b64(element, "X509Certificate"))
-                )
-            except ValueError:
+                der = base64.b64decode("".join((element.text or "").split()), validate=True)
+                certificates.append(x509.load_der_x509_certificate(der))
+            except (binascii.Error, ValueError):
                 raise _malformed(
                     "the X509Certificate in KeyInfo cannot be read (truncated or not DER)",
                     element.text,
@@ -403,6 +403,20 @@ class Verifier:
         if signed is None:
             raise _malformed("the signed content is not XML")
         return signed
+
+
+def _check_signature_schema(signature: etree._Element) -> None:
+    """The Signature must follow the XML-DSig schema (signxml's copy), as signxml requires."""
+    errors = ""
+    schemas: list[etree.XMLSchema] = XMLVerifier.schemas()  # type: ignore[no-untyped-call]
+    for schema in schemas:
+        if schema.validate(signature):
+            return
+        last = getattr(schema.error_log, "last_error", None)
+        errors = str(last.message) if last is not None else ""
+    raise _malformed(
+        f"the Signature does not follow the XML-DSig schema: {errors.replace(_DS, 'ds:')}"
+    )
 
 
 def _signer_first(certificates: Sequence[x509.Certificate]) -> tuple[x509.Certificate, ...]:
