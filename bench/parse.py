@@ -12,7 +12,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from lxml import etree
@@ -90,7 +90,7 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "edxml-parse",
-                "when": datetime.now(timezone.utc).isoformat(),
+                "when": datetime.now(UTC).isoformat(),
                 "python": platform.python_version(),
                 "lxml": etree.LXML_VERSION,
                 "libxml2": etree.LIBXML_VERSION,

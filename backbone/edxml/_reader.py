@@ -86,6 +86,17 @@ def _plan(model: type[Record]) -> tuple[_Slot, ...]:
     return tuple(slots)
 
 
+@cache
+def _slots_by_tag(model: type[Record]) -> dict[str, _Slot]:
+    return {_NS + slot.tag: slot for slot in _plan(model)}
+
+
+@cache
+def _required(model: type[Record]) -> tuple[_Slot, ...]:
+    """Slots that must end with a value: required fields, and repeats with a minimum."""
+    return tuple(s for s in _plan(model) if s.required or s.minimum > 0)
+
+
 def _local(element: etree._Element) -> str:
     tag = element.tag
     assert isinstance(tag, str)
@@ -182,59 +193,67 @@ class Reader:
         return value
 
     def record(self, model: type[Record], element: etree._Element, path: str) -> BaseModel | None:
-        groups = _children(element)
+        """Read one record in a single pass over its children; None if it has no content."""
+        by_tag = _slots_by_tag(model)
         values: dict[str, object] = {}
-        for slot in _plan(model):
-            found = groups.pop(slot.tag, None) or []
-            if slot.kind == "many":
-                assert slot.item is not None
-                items = [
-                    self.record(slot.item, el, _indexed(path, slot.tag, i, len(found)))
-                    for i, el in enumerate(found)
-                ]
-                present = tuple(item for item in items if item is not None)
-                if len(present) < slot.minimum:
-                    raise _missing(
-                        f"{path}/{slot.tag}",
-                        f"{_local(element)} needs at least {slot.minimum} {slot.tag} with content",
+        seen: set[str] = set()
+        repeated: dict[_Slot, list[etree._Element]] = {}
+        for child in element.iterchildren(etree.Element):
+            slot = by_tag.get(child.tag)
+            if slot is None:
+                tag = _local(child)
+                raise InvalidPackage(
+                    Issue.of(
+                        ErrorCode.UNEXPECTED,
+                        f"{path}/{tag}",
+                        f"{tag} does not belong in {_describe(model)}",
                     )
-                if present:
-                    values[slot.field] = present
+                )
+            if slot.kind == "many":
+                repeated.setdefault(slot, []).append(child)
                 continue
-            if len(found) > 1:
+            if slot.tag in seen:
+                count = sum(1 for c in element.iterchildren(child.tag))
                 raise InvalidPackage(
                     Issue.of(
                         ErrorCode.TOO_MANY,
                         f"{path}/{slot.tag}",
-                        f"{slot.tag} may occur once in {_local(element)}, found {len(found)}",
+                        f"{slot.tag} may occur once in {_local(element)}, found {count}",
                     )
                 )
-            if not found:
-                if slot.required:
-                    raise _missing(f"{path}/{slot.tag}", f"{_local(element)} has no {slot.tag}")
-                continue
-            value = self._value(slot, found[0], f"{path}/{slot.tag}")
+            seen.add(slot.tag)
+            value = self._value(slot, child, path)
             if value is None or value == ():
                 if slot.required:
                     raise _missing(f"{path}/{slot.tag}", f"{slot.tag} is empty")
                 continue
             values[slot.field] = value
-        if groups:
-            tag = next(iter(groups))
-            raise InvalidPackage(
-                Issue.of(
-                    ErrorCode.UNEXPECTED,
-                    f"{path}/{tag}",
-                    f"{tag} does not belong in {_describe(model)}",
-                )
+        for slot, found in repeated.items():
+            assert slot.item is not None
+            items = (
+                self.record(slot.item, el, _indexed(path, slot.tag, i, len(found)))
+                for i, el in enumerate(found)
             )
+            present = tuple(item for item in items if item is not None)
+            if present:
+                values[slot.field] = present
+        for slot in _required(model):
+            if slot.field in values:
+                continue
+            if slot.kind == "many":
+                raise _missing(
+                    f"{path}/{slot.tag}",
+                    f"{_local(element)} needs at least {slot.minimum} {slot.tag} with content",
+                )
+            raise _missing(f"{path}/{slot.tag}", f"{_local(element)} has no {slot.tag}")
         if not values:
             return None
         return model(**values)
 
-    def _value(self, slot: _Slot, element: etree._Element, path: str) -> object:
+    def _value(self, slot: _Slot, element: etree._Element, parent: str) -> object:
         if slot.kind == "text":
             return _text(element)
+        path = f"{parent}/{slot.tag}"
         if slot.kind == "record":
             assert slot.item is not None
             return self.record(slot.item, element, path)

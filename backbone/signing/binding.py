@@ -43,10 +43,14 @@ class SubjectBinding:
 
     def __init__(self, attribute: str = "UID") -> None:
         self.oid = attribute_oid(attribute)
+        self._values: dict[str, frozenset[str | bytes]] = {}  # by fingerprint
 
     def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool:
-        values = certificate.subject.get_attributes_for_oid(self.oid)
-        return any(a.value == agency for a in values)
+        values = self._values.get(fingerprint)
+        if values is None:
+            found = certificate.subject.get_attributes_for_oid(self.oid)
+            values = self._values[fingerprint] = frozenset(a.value for a in found)
+        return agency in values
 
 
 class AnyBinding:

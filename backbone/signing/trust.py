@@ -69,11 +69,10 @@ class _Crl:
         self.crl = crl
         self.source = source
         self.revoked = frozenset(r.serial_number for r in crl)
-        self._checked_with: set[str] = set()
+        self._checked_with: set[x509.Certificate] = set()
 
     def check_issuer(self, issuer: x509.Certificate) -> None:
-        key = fingerprint(issuer)
-        if key in self._checked_with:
+        if issuer in self._checked_with:
             return
         public_key = issuer.public_key()
         if not self.crl.is_signature_valid(public_key):  # type: ignore[arg-type]
@@ -82,7 +81,10 @@ class _Crl:
                 f"the CRL {self.source} names {_subject(issuer)} as issuer but is not signed by "
                 "it, so revocation cannot be established",
             )
-        self._checked_with.add(key)
+        self._checked_with.add(issuer)
+
+
+_Revocation = tuple[tuple[x509.Certificate, int, x509.Certificate, tuple[_Crl, ...]], ...]
 
 
 class TrustStore:
@@ -105,7 +107,9 @@ class TrustStore:
         for crl, source in zip(crls, sources, strict=True):
             self._crls.setdefault(crl.issuer, []).append(_Crl(crl, source))
         self.clock = clock
-        self._cache: OrderedDict[Hashable, TrustedChain] = OrderedDict()
+        # per validated chain: the chain, and for each certificate but the anchor, its
+        # serial, its issuer and the CRLs that issuer published (found once, not per package)
+        self._cache: OrderedDict[Hashable, tuple[TrustedChain, _Revocation]] = OrderedDict()
         self._lock = threading.Lock()
         self._ee_policy = verification.ExtensionPolicy.permit_all().require_present(
             x509.KeyUsage, verification.Criticality.AGNOSTIC, _require_digital_signature
@@ -153,10 +157,10 @@ class TrustStore:
             self._check_period(certificate, now)
         key = key if key is not None else tuple(fingerprint(c) for c in certificates)
         with self._lock:
-            trusted = self._cache.get(key)
-            if trusted is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
                 self._cache.move_to_end(key)
-        if trusted is None:
+        if cached is None:
             signer = certificates[0]
             usage = _key_usage(signer)
             if usage is None or not usage.digital_signature:
@@ -166,13 +170,24 @@ class TrustStore:
                     _subject(signer),
                 )
             trusted = self._build(signer, certificates[1:], now)
+            revocation = tuple(
+                (
+                    certificate,
+                    certificate.serial_number,
+                    issuer,
+                    tuple(self._crls.get(certificate.issuer, ())),
+                )
+                for certificate, issuer in itertools.pairwise(trusted.chain)
+            )
+            cached = (trusted, revocation)
             with self._lock:
-                self._cache[key] = trusted
+                self._cache[key] = cached
                 if len(self._cache) > _CACHE_SIZE:
                     self._cache.popitem(last=False)
+        trusted, revocation = cached
         for certificate in trusted.chain:
             self._check_period(certificate, now)
-        self._check_revocation(trusted.chain, now)
+        self._check_revocation(revocation, now)
         return trusted
 
     def _build(
@@ -210,10 +225,11 @@ class TrustStore:
                 _subject(certificate),
             )
 
-    def _check_revocation(self, chain: Sequence[x509.Certificate], now: datetime) -> None:
+    @staticmethod
+    def _check_revocation(revocation: _Revocation, now: datetime) -> None:
         """Every certificate but the anchor, against every CRL its issuer published."""
-        for certificate, issuer in itertools.pairwise(chain):
-            for entry in self._crls.get(certificate.issuer, []):
+        for certificate, serial, issuer, entries in revocation:
+            for entry in entries:
                 entry.check_issuer(issuer)
                 next_update = entry.crl.next_update_utc
                 if next_update is None or now > next_update:
@@ -222,11 +238,10 @@ class TrustStore:
                         f"the CRL {entry.source} of {_subject(issuer)} is out of date "
                         f"(next update was due {next_update}), so revocation cannot be established",
                     )
-                if certificate.serial_number in entry.revoked:
+                if serial in entry.revoked:
                     raise refuse(
                         ErrorCode.REVOKED,
-                        f"the certificate (serial {certificate.serial_number:x}) is revoked "
-                        f"by {entry.source}",
+                        f"the certificate (serial {serial:x}) is revoked by {entry.source}",
                         _subject(certificate),
                     )
 
