@@ -208,7 +208,7 @@ def seeds(signers: dict[str, Signer]) -> list[bytes]:
 
 
 @settings(
-    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.integers(min_value=0, max_value=1), _ops)
 def test_fast_engine_never_accepts_what_signxml_or_xmlsec1_refuse(
