@@ -196,6 +196,11 @@ class Verifier:
         return Verified(package, chain, engine)
 
     def _locate(self, root: etree._Element) -> etree._Element:
+        # Implementations disagree on whether URI="" covers processing instructions
+        # outside the root element (xmlsec1 yes, signxml no): refuse them outright.
+        outside = [*root.itersiblings(preceding=True), *root.itersiblings()]
+        if any(isinstance(node, etree._ProcessingInstruction) for node in outside):
+            raise _malformed("a signed package has no processing instruction outside edXML")
         signatures = list(root.iter(_DS + "Signature"))
         if not signatures:
             header = root.find("/".join(_HEADER_PATH))

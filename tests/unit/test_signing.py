@@ -423,3 +423,14 @@ def test_the_revocation_sample_is_refused_as_unsigned(
     refusal = _refused(verifier, (interop_dir / "edoc_revocation.edxml").read_bytes())
     assert refusal.code == ErrorCode.UNSIGNED
     assert "not in the XML-DSig namespace" in refusal.message
+
+
+def test_processing_instructions_outside_the_root_are_refused(
+    verifier: signing.Verifier, signers: dict[str, Signer], package: bytes
+) -> None:
+    signed = signers["G22"].sign(package)
+    declaration_end = signed.index(b"?>") + 2
+    with_pi = (
+        signed[:declaration_end] + b'<?xml-stylesheet href="x.xsl"?>' + signed[declaration_end:]
+    )
+    assert _refused(verifier, with_pi).code == ErrorCode.MALFORMED_SIGNATURE
