@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     cert_agency_attribute: str = Field(
         "UID", description="subject attribute that carries the agency identifier"
     )
+    database_url: str = Field(
+        "sqlite:///backbone.db", description="sqlite:///FILE (default) or postgresql://..."
+    )
+    registry_ttl: float = Field(
+        5.0, ge=0, description="seconds a worker trusts a cached registry answer"
+    )
     pki_dir: Path = Field(Path("pki"), description="the development PKI's directory")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] | None = Field(

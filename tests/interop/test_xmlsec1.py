@@ -181,6 +181,8 @@ def _mutate(data: bytes, ops: list[tuple[str, int, str]]) -> bytes:
     root = etree.fromstring(data)
     for op, index, text in ops:
         elements = [e for e in root.iter(etree.Element) if e is not root]
+        if not elements:
+            break
         target = elements[index % len(elements)]
         parent = target.getparent()
         assert parent is not None

@@ -1,0 +1,208 @@
+"""The backbone's tables, as SQLAlchemy 2 models. Alembic migrations mirror them exactly.
+
+Identifiers are kept as text (``000.00.15.H41``); every timestamp is timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+CODE = String(13)  # LLL.KK.MM.XNN
+
+# Stable constraint names, so migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: DateTime(timezone=True)}
+
+
+class Agency(Base):
+    """A sender or recipient of documents: a ministry, province, district, commune."""
+
+    __tablename__ = "agencies"
+
+    code: Mapped[str] = mapped_column(CODE, primary_key=True)
+    name: Mapped[str] = mapped_column(String(500))
+    parent_code: Mapped[str | None] = mapped_column(CODE, ForeignKey("agencies.code"))
+    level: Mapped[int] = mapped_column(Integer)
+    root: Mapped[str] = mapped_column(String(3))  # the level-1 part, XNN
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    certificates: Mapped[list[Certificate]] = relationship(back_populates="agency")
+
+    __table_args__ = (
+        Index(None, "parent_code"),
+        Index(None, "root", "level"),
+    )
+
+
+class Principal(Base):
+    """A broker user: an agency's own system, or a provincial gateway serving a pattern."""
+
+    __tablename__ = "principals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(10))  # agency | gateway
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    scopes: Mapped[list[PrincipalScope]] = relationship(
+        back_populates="principal", cascade="all, delete-orphan", lazy="selectin"
+    )
+
+
+class PrincipalScope(Base):
+    """One topic pattern of agencies a principal may act for (an exact code, or ``*.*.*.H41``)."""
+
+    __tablename__ = "principal_scopes"
+
+    principal_id: Mapped[int] = mapped_column(
+        ForeignKey("principals.id", ondelete="CASCADE"), primary_key=True
+    )
+    pattern: Mapped[str] = mapped_column(String(60), primary_key=True)
+
+    principal: Mapped[Principal] = relationship(back_populates="scopes")
+
+
+class Certificate(Base):
+    """A certificate registered for an agency; several at once during a rotation."""
+
+    __tablename__ = "certificates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agency_code: Mapped[str] = mapped_column(CODE, ForeignKey("agencies.code"))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, hex
+    subject: Mapped[str] = mapped_column(String(1000))
+    not_before: Mapped[datetime]
+    not_after: Mapped[datetime]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    agency: Mapped[Agency] = relationship(back_populates="certificates")
+
+    __table_args__ = (Index(None, "agency_code"),)
+
+
+class Document(Base):
+    """A package the backbone accepted: one row per (sender, DocumentId)."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    sender: Mapped[str] = mapped_column(CODE)
+    document_id: Mapped[str] = mapped_column(String(255))  # the edXML DocumentId
+    bussiness_doc_type: Mapped[int | None] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(Text)
+    code_number: Mapped[str | None] = mapped_column(String(255))
+    code_notation: Mapped[str | None] = mapped_column(String(255))
+    promulgation_date: Mapped[date | None] = mapped_column(Date)
+    priority: Mapped[int | None] = mapped_column(Integer)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    accepted_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(12), default="accepted")
+    rejection_code: Mapped[str | None] = mapped_column(String(40))
+    rejection_reason: Mapped[str | None] = mapped_column(Text)
+
+    deliveries: Mapped[list[Delivery]] = relationship(back_populates="document")
+
+    __table_args__ = (
+        UniqueConstraint("sender", "document_id"),
+        Index(None, "state", "submitted_at"),
+        Index(None, "accepted_at"),
+    )
+
+
+class Delivery(Base):
+    """One document to one recipient: transport, current status, and when each status came."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    document_pk: Mapped[str] = mapped_column(ForeignKey("documents.id"))
+    recipient: Mapped[str] = mapped_column(CODE)
+    transport_state: Mapped[str] = mapped_column(String(14))  # routed | undeliverable
+    status_code: Mapped[str | None] = mapped_column(String(2))
+    routed_at: Mapped[datetime | None]
+    arrived_at: Mapped[datetime | None]  # 01
+    refused_at: Mapped[datetime | None]  # 02
+    accepted_at: Mapped[datetime | None]  # 03
+    assigned_at: Mapped[datetime | None]  # 04
+    processing_at: Mapped[datetime | None]  # 05
+    done_at: Mapped[datetime | None]  # 06
+    recall_requested_at: Mapped[datetime | None]  # 13
+    recall_agreed_at: Mapped[datetime | None]  # 15
+    recall_refused_at: Mapped[datetime | None]  # 16
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    document: Mapped[Document] = relationship(back_populates="deliveries")
+
+    __table_args__ = (
+        UniqueConstraint("document_pk", "recipient"),
+        Index(None, "recipient", "status_code"),
+        Index(None, "status_code", "updated_at"),
+    )
+
+
+class Event(Base):
+    """Everything that happened, as the tracker recorded it; idempotent by ``event_id``."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    document_pk: Mapped[str | None] = mapped_column(ForeignKey("documents.id"))
+    sender: Mapped[str | None] = mapped_column(String(255))
+    edxml_document_id: Mapped[str | None] = mapped_column(String(255))
+    recipient: Mapped[str | None] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(40))
+    status_code: Mapped[str | None] = mapped_column(String(2))
+    description: Mapped[str | None] = mapped_column(Text)
+    staff: Mapped[str | None] = mapped_column(String(500))
+    occurred_at: Mapped[datetime | None]
+    recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index(None, "document_pk", "recipient"),
+        Index(None, "kind", "recorded_at"),
+        Index(None, "recipient", "status_code"),
+    )

@@ -1,0 +1,267 @@
+"""Typed operations on the store, so no worker writes SQL of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from cryptography import x509
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..agency import AgencyCode
+from ..edxml.models import DocumentPackage
+from ..edxml.rules import DATE_FORMAT
+from ..signing.pki import fingerprint
+from .models import Agency, Certificate, Document, Principal, PrincipalScope, new_id
+
+
+class Acceptance(StrEnum):
+    NEW = "new"  # first time this sender's DocumentId is accepted
+    REDELIVERY = "redelivery"  # the same submission again (same content): carry on
+    DUPLICATE = "duplicate"  # another submission reusing an accepted DocumentId
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptanceRecord:
+    outcome: Acceptance
+    backbone_id: str  # the tracking id of the document first accepted under this DocumentId
+
+
+def document_facts(package: DocumentPackage) -> dict[str, object]:
+    """The columns of ``documents`` that come from the package itself."""
+    header = package.header
+    business = package.trace.bussiness if package.trace else None
+    promulgated = header.promulgation_info.promulgation_date
+    priority = header.other_info.priority if header.other_info else None
+    return {
+        "bussiness_doc_type": int(business.bussiness_doc_type) if business else 0,
+        "subject": header.subject,
+        "code_number": header.code.code_number,
+        "code_notation": header.code.code_notation,
+        "promulgation_date": datetime.strptime(promulgated, DATE_FORMAT).date(),
+        "priority": int(priority) if priority is not None else None,
+    }
+
+
+async def record_acceptance(
+    session: AsyncSession,
+    *,
+    sender: str,
+    document_id: str,
+    content_sha256: str,
+    size: int,
+    facts: dict[str, object] | None = None,
+    at: datetime | None = None,
+) -> AcceptanceRecord:
+    """Atomically record that ``sender`` had ``document_id`` accepted with this content.
+
+    One insert that does nothing on conflict decides it, so concurrent validators (threads
+    or processes, SQLite or PostgreSQL) agree: exactly one gets NEW.
+    """
+    now = at or datetime.now(UTC)
+    values = {
+        "id": new_id(),
+        "sender": sender,
+        "document_id": document_id,
+        "content_sha256": content_sha256,
+        "size": size,
+        "submitted_at": now,
+        "accepted_at": now,
+        "state": "accepted",
+        **(facts or {}),
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(Document)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["sender", "document_id"])
+        .returning(Document.id)
+    )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is not None:
+        return AcceptanceRecord(Acceptance.NEW, inserted)
+    existing = (
+        await session.execute(
+            select(Document.id, Document.content_sha256).where(
+                Document.sender == sender, Document.document_id == document_id
+            )
+        )
+    ).one()
+    outcome = (
+        Acceptance.REDELIVERY if existing.content_sha256 == content_sha256 else Acceptance.DUPLICATE
+    )
+    return AcceptanceRecord(outcome, existing.id)
+
+
+# --- agencies -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgencyRow:
+    code: AgencyCode
+    name: str
+    parent: AgencyCode | None
+
+
+async def get_agency(session: AsyncSession, code: str) -> Agency | None:
+    return await session.get(Agency, code)
+
+
+async def existing_agencies(session: AsyncSession, codes: Iterable[str]) -> dict[str, Agency]:
+    wanted = list(codes)
+    found: dict[str, Agency] = {}
+    for start in range(0, len(wanted), 500):  # bounded IN lists
+        chunk = wanted[start : start + 500]
+        rows = await session.execute(select(Agency).where(Agency.code.in_(chunk)))
+        found.update({a.code: a for a in rows.scalars()})
+    return found
+
+
+async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> tuple[int, int, int]:
+    """Insert new agencies and update changed ones; (added, updated, unchanged).
+
+    Parents must come before children in ``rows`` or already be stored.
+    """
+    existing = await existing_agencies(session, (str(r.code) for r in rows))
+    now = datetime.now(UTC)
+    added: list[dict[str, object]] = []
+    changed: list[dict[str, object]] = []
+    for row in rows:
+        parent = str(row.parent) if row.parent else None
+        current = existing.get(str(row.code))
+        if current is None:
+            added.append(
+                {
+                    "code": str(row.code),
+                    "name": row.name,
+                    "parent_code": parent,
+                    "level": row.code.level,
+                    "root": row.code.parts[3],
+                    "active": True,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        elif (current.name, current.parent_code, current.active) != (row.name, parent, True):
+            changed.append(
+                {
+                    "code": str(row.code),
+                    "name": row.name,
+                    "parent_code": parent,
+                    "active": True,
+                    "updated_at": now,
+                }
+            )
+    if added:
+        await session.execute(insert(Agency), added)
+    for values in changed:
+        await session.execute(update(Agency).where(Agency.code == values["code"]).values(**values))
+    return len(added), len(changed), len(rows) - len(added) - len(changed)
+
+
+async def set_agency_active(session: AsyncSession, code: str, active: bool) -> bool:
+    result = await session.execute(
+        update(Agency)
+        .where(Agency.code == code)
+        .values(active=active, updated_at=datetime.now(UTC))
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def under_pattern(code: AgencyCode) -> str:
+    """A LIKE pattern for every agency below ``code``: its parts from its level up fixed."""
+    keep = 4 - code.level
+    return ".".join(
+        part if index >= keep else "_" * len(part) for index, part in enumerate(code.parts)
+    )
+
+
+async def list_agencies(
+    session: AsyncSession,
+    *,
+    level: int | None = None,
+    under: AgencyCode | None = None,
+    include_inactive: bool = False,
+) -> list[Agency]:
+    query = select(Agency).order_by(Agency.root, Agency.level, Agency.code)
+    if level is not None:
+        query = query.where(Agency.level == level)
+    if under is not None:
+        query = query.where(
+            Agency.root == under.parts[3],
+            Agency.code.like(under_pattern(under)),
+            Agency.code != str(under),
+        )
+    if not include_inactive:
+        query = query.where(Agency.active.is_(True))
+    return list((await session.execute(query)).scalars())
+
+
+async def count_agencies(session: AsyncSession) -> int:
+    return int((await session.execute(select(func.count()).select_from(Agency))).scalar_one())
+
+
+# --- principals ---------------------------------------------------------------------------
+
+
+async def add_principal(
+    session: AsyncSession, username: str, kind: str, patterns: Sequence[str]
+) -> Principal:
+    principal = Principal(
+        username=username,
+        kind=kind,
+        scopes=[PrincipalScope(pattern=p) for p in dict.fromkeys(patterns)],
+    )
+    session.add(principal)
+    await session.flush()
+    return principal
+
+
+async def get_principal(session: AsyncSession, username: str) -> Principal | None:
+    result = await session.execute(select(Principal).where(Principal.username == username))
+    return result.scalar_one_or_none()
+
+
+async def list_principals(session: AsyncSession, kind: str | None = None) -> list[Principal]:
+    query = select(Principal).order_by(Principal.username)
+    if kind is not None:
+        query = query.where(Principal.kind == kind)
+    return list((await session.execute(query)).scalars())
+
+
+# --- certificates -------------------------------------------------------------------------
+
+
+async def add_certificate(
+    session: AsyncSession, agency_code: str, certificate: x509.Certificate
+) -> Certificate:
+    row = Certificate(
+        agency_code=agency_code,
+        fingerprint=fingerprint(certificate),
+        subject=certificate.subject.rfc4514_string(),
+        not_before=certificate.not_valid_before_utc,
+        not_after=certificate.not_valid_after_utc,
+    )
+    session.add(row)
+    await session.flush()
+    return row
+
+
+async def find_certificate(session: AsyncSession, fingerprint_hex: str) -> Certificate | None:
+    result = await session.execute(
+        select(Certificate).where(Certificate.fingerprint == fingerprint_hex.lower())
+    )
+    return result.scalar_one_or_none()
+
+
+async def certificates_for(session: AsyncSession, agency_code: str) -> list[Certificate]:
+    result = await session.execute(
+        select(Certificate)
+        .where(Certificate.agency_code == agency_code)
+        .order_by(Certificate.not_after)
+    )
+    return list(result.scalars())

@@ -1,0 +1,117 @@
+"""The store on real engines: migrations match the models, and the acceptance record holds
+under concurrency (tasks and processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import select
+
+from backbone import edxml
+from backbone.store import Store
+from backbone.store import repository as repo
+from backbone.store.models import Base, Document
+
+from ..conftest import make_document
+
+pytestmark = pytest.mark.integration
+
+
+async def test_migrations_and_models_agree(store: Store) -> None:
+    def diff(connection: object) -> list[object]:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})  # type: ignore[arg-type]
+        return list(compare_metadata(context, Base.metadata))
+
+    async with store.engine.connect() as connection:
+        assert await connection.run_sync(diff) == []
+
+
+async def _record(store: Store, sender: str, document_id: str, sha: str) -> repo.AcceptanceRecord:
+    async with store.transaction() as session:
+        return await repo.record_acceptance(
+            session, sender=sender, document_id=document_id, content_sha256=sha, size=1
+        )
+
+
+async def test_new_then_redelivery_then_duplicate(store: Store) -> None:
+    document_id = f"doc-{uuid.uuid4()}"
+    first = await _record(store, "000.00.00.G22", document_id, "a" * 64)
+    again = await _record(store, "000.00.00.G22", document_id, "a" * 64)
+    other = await _record(store, "000.00.00.G22", document_id, "b" * 64)
+    assert [first.outcome, again.outcome, other.outcome] == ["new", "redelivery", "duplicate"]
+    assert first.backbone_id == again.backbone_id == other.backbone_id
+    # the same DocumentId from another sender is another document
+    assert (await _record(store, "000.00.00.H41", document_id, "b" * 64)).outcome == "new"
+
+
+async def test_document_facts_are_recorded(store: Store) -> None:
+    package = make_document(document_id=f"facts-{uuid.uuid4()}", priority=2)
+    async with store.transaction() as session:
+        record = await repo.record_acceptance(
+            session,
+            sender=package.sender or "",
+            document_id=package.document_id,
+            content_sha256="c" * 64,
+            size=len(edxml.build(package)),
+            facts=repo.document_facts(package),
+        )
+    async with store.sessions() as session:
+        row = (
+            await session.execute(select(Document).where(Document.id == record.backbone_id))
+        ).scalar_one()
+    assert (row.code_number, row.code_notation, row.priority) == ("7816", "VPCP-TTĐT", 2)
+    assert row.promulgation_date is not None and row.promulgation_date.isoformat() == "2026-11-23"
+    assert row.bussiness_doc_type == 0 and row.state == "accepted"
+
+
+async def _race(
+    url: str, sender: str, document_id: str, hashes: list[str]
+) -> list[tuple[str, str]]:
+    store = Store(url)
+    try:
+        results = await asyncio.gather(*(_record(store, sender, document_id, h) for h in hashes))
+        return [(h, r.outcome.value) for h, r in zip(hashes, results, strict=True)]
+    finally:
+        await store.close()
+
+
+def _race_in_process(
+    url: str, sender: str, document_id: str, hashes: list[str]
+) -> list[tuple[str, str]]:
+    return asyncio.run(_race(url, sender, document_id, hashes))
+
+
+def _check(results: list[tuple[str, str]]) -> None:
+    winners = [h for h, outcome in results if outcome == "new"]
+    assert len(winners) == 1, results
+    for sha, outcome in results:
+        if outcome != "new":
+            assert outcome == ("redelivery" if sha == winners[0] else "duplicate"), (sha, outcome)
+
+
+async def test_racing_tasks_get_exactly_one_new(database_url: str) -> None:
+    document_id = f"race-{uuid.uuid4()}"
+    hashes = ["a" * 64 if i % 3 else "b" * 64 for i in range(40)]
+    results = await _race(database_url, "000.00.00.G22", document_id, hashes)
+    _check(results)
+    assert {o for _, o in results} == {"new", "redelivery", "duplicate"}
+
+
+def test_racing_processes_get_exactly_one_new(database_url: str) -> None:
+    document_id = f"race-{uuid.uuid4()}"
+    batches = [["a" * 64] * 10 + ["b" * 64] * 10, ["b" * 64] * 10 + ["a" * 64] * 10]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        futures = [
+            pool.submit(_race_in_process, database_url, "000.00.00.G22", document_id, b)
+            for b in batches
+        ]
+        results = [r for f in futures for r in f.result(timeout=120)]
+    assert len(results) == 40
+    _check(results)
