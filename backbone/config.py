@@ -18,6 +18,24 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="BACKBONE_", extra="ignore")
 
+    amqp_url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/", description="the broker (AMQP 0-9-1)"
+    )
+    mgmt_url: str = Field(
+        "http://guest:guest@127.0.0.1:15672/", description="the RabbitMQ management API"
+    )
+    delivery_limit: int = Field(5, ge=1, description="deliveries before quarantine")
+    backbone_agency: str = Field(
+        "000.00.00.B00", description="the backbone's own identifier, sender of rejections"
+    )
+    backbone_key: Path | None = Field(None, description="key the backbone signs rejections with")
+    backbone_cert: Path | None = Field(None, description="its certificate and chain (PEM)")
+    cert_binding: Literal["registry", "subject", "either"] = Field(
+        "either", description="how a certificate is bound to its agency"
+    )
+    status_signature: Literal["required", "optional"] = Field(
+        "optional", description="whether status packages must be signed"
+    )
     max_package_bytes: int = Field(32 * MiB, gt=0, description="largest package accepted")
     max_attachment_bytes: int = Field(24 * MiB, gt=0, description="largest decoded attachment")
     trust_bundle: Path | None = Field(

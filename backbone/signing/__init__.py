@@ -11,7 +11,14 @@ Every refusal is a :class:`backbone.errors.SignatureError` (a PackageError) with
 from .binding import AnyBinding, Binding, FingerprintBinding, SubjectBinding, attribute_oid
 from .pki import Pki, PkiError, fingerprint
 from .trust import TrustedChain, TrustStore
-from .xmldsig import Verified, Verifier, load_certificates, load_private_key, sign
+from .xmldsig import (
+    Verified,
+    Verifier,
+    load_certificates,
+    load_private_key,
+    sign,
+    wrong_agency,
+)
 
 __all__ = [
     "AnyBinding",
@@ -29,4 +36,5 @@ __all__ = [
     "load_certificates",
     "load_private_key",
     "sign",
+    "wrong_agency",
 ]

@@ -152,12 +152,16 @@ def _algorithm(parent: etree._Element, tag: str) -> str:
 
 
 class Verifier:
-    """Verifies package signatures against a trust store and a certificate binding."""
+    """Verifies package signatures against a trust store and a certificate binding.
+
+    With ``binding=None`` the caller checks the binding itself (the validator asks the
+    registry, which is asynchronous) and refuses with :func:`wrong_agency`.
+    """
 
     def __init__(
         self,
         trust: TrustStore,
-        binding: Binding,
+        binding: Binding | None,
         *,
         allow_sha1: bool = False,
         limits: Limits = DEFAULT_LIMITS,
@@ -181,19 +185,12 @@ class Verifier:
             signed_root = self._verify_fast(root, signature, info, chain)
         else:
             signed_root = self._verify_signxml(root, len(data), chain)
-        package = edxml.read_tree(signed_root, self.limits)
-        agency = package.sender or ""
-        if not self.binding.binds(chain.certificate, chain.fingerprint, agency):
-            raise SignatureError(
-                Issue.of(
-                    ErrorCode.WRONG_AGENCY,
-                    "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
-                    f"the signer's certificate ({chain.certificate.subject.rfc4514_string()}, "
-                    f"SHA-256 {chain.fingerprint[:16]}…) is not bound to the sending agency",
-                    agency,
-                )
-            )
-        return Verified(package, chain, engine)
+        verified = Verified(edxml.read_tree(signed_root, self.limits), chain, engine)
+        if self.binding is not None and not self.binding.binds(
+            chain.certificate, chain.fingerprint, verified.package.sender or ""
+        ):
+            raise wrong_agency(verified)
+        return verified
 
     def _locate(self, root: etree._Element) -> etree._Element:
         # Implementations disagree on whether URI="" covers processing instructions
@@ -408,6 +405,20 @@ class Verifier:
         if signed is None:
             raise _malformed("the signed content is not XML")
         return signed
+
+
+def wrong_agency(verified: Verified) -> SignatureError:
+    """The refusal for a valid signature by a certificate not bound to the sender."""
+    chain = verified.chain
+    return SignatureError(
+        Issue.of(
+            ErrorCode.WRONG_AGENCY,
+            "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
+            f"the signer's certificate ({chain.certificate.subject.rfc4514_string()}, "
+            f"SHA-256 {chain.fingerprint[:16]}…) is not bound to the sending agency",
+            verified.package.sender or "",
+        )
+    )
 
 
 def _check_signature_schema(signature: etree._Element) -> None:

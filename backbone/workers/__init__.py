@@ -1,0 +1,1 @@
+"""Worker processes: the validator (submit -> checks -> deliver); the tracker follows."""

@@ -1,0 +1,539 @@
+"""The validator: every submission is checked, then routed to its recipients or rejected.
+
+Checks, in the order of DESIGN.md (recipients before the acceptance record, so that a
+package refused for an unknown recipient does not use up its DocumentId):
+
+1. size within the limit; ``user_id`` present and a known principal
+2. safe parse                         3. structure and semantic rules
+4. the sender is an agency the principal may act for (and is the routing key)
+5. signature: valid, trusted, not revoked, bound to the sender (statuses: if configured)
+7. every recipient registered and active
+6. not a duplicate of an accepted DocumentId (a redelivery of the same submission is fine)
+
+Outcomes: routed (one confirmed publish per recipient to edoc.deliver, events
+``accepted`` and ``routed``), or rejected (event ``rejected`` and a status package 02 in the
+sender's inbox naming the check, element and value). The input is acked only once all it
+produced is confirmed; transient failures are retried, and past the delivery limit the
+broker moves the message to ``backbone.quarantine``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+    DeliveryMode,
+)
+from aio_pika.exceptions import AMQPError, PublishError
+from cryptography import x509
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import edxml, signing, topology
+from ..agency import AgencyCode
+from ..config import Settings
+from ..edxml.factory import new_status
+from ..edxml.rules import TIMESTAMP_FORMAT
+from ..errors import ErrorCode, InvalidPackage, Issue, PackageError, SignatureError, truncate
+from ..events import Event, Kind
+from ..logs import get_logger
+from ..registry import Registry
+from ..signing.pki import PrivateKey
+from ..store import Store
+from ..store import repository as repo
+
+log = get_logger("backbone.validator")
+TRANSIENT = (SQLAlchemyError, AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
+
+
+class Check(StrEnum):
+    SIZE = "1-size"
+    PRINCIPAL = "1-principal"
+    PARSE = "2-parse"
+    STRUCTURE = "3-structure"
+    SENDER = "4-sender"
+    SIGNATURE = "5-signature"
+    DUPLICATE = "6-duplicate"
+    RECIPIENTS = "7-recipients"
+
+
+class Rejection(Exception):
+    """A check failed: the submission is refused, never routed."""
+
+    def __init__(self, check: Check, issue: Issue, package: edxml.Package | None = None) -> None:
+        super().__init__(f"{check}: {issue}")
+        self.check = check
+        self.issue = issue
+        self.package = package
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    package: edxml.Package
+    verified: signing.Verified | None
+    backbone_id: str | None  # documents only
+
+
+def _issue(code: str, path: str, message: str, value: str | None = None) -> Issue:
+    return Issue.of(code, path, message, value)
+
+
+class Validator:
+    """One validator; ``run()`` consumes until ``stop()``. Several may run side by side."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        verifier: signing.Verifier,
+        signer: tuple[PrivateKey, list[x509.Certificate]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.verifier = verifier
+        self.signer = signer
+        self.limits = settings.limits
+        self.subject_binding = signing.SubjectBinding(settings.cert_agency_attribute)
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.exchanges: dict[str, AbstractExchange] = {}
+
+    # --- the consumer ---------------------------------------------------------------------
+
+    async def run(self, prefetch: int = 32, ready: asyncio.Event | None = None) -> None:
+        connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.set_qos(prefetch_count=prefetch)
+            await self._bind_exchanges(channel)
+            queue = await channel.get_queue(topology.VALIDATE, ensure=True)
+            tag = await queue.consume(self._on_message)
+            log.info("validator consuming", queue=topology.VALIDATE, prefetch=prefetch)
+            if ready is not None:
+                ready.set()
+            await self._stopping.wait()
+            await queue.cancel(tag)
+            if self._in_flight:  # finish what was started; the broker redelivers the rest
+                await asyncio.wait(self._in_flight, timeout=30)
+        finally:
+            await connection.close()
+            log.info("validator stopped")
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _bind_exchanges(self, channel: AbstractChannel) -> None:
+        for name in (topology.DELIVER, topology.EVENTS):
+            self.exchanges[name] = await channel.get_exchange(name, ensure=True)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self.handle(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def handle(self, message: AbstractIncomingMessage) -> None:
+        """Process one submission; ack after its outputs are confirmed, else retry."""
+        bound = log.bind(message_id=message.message_id, agency=message.routing_key)
+        try:
+            try:
+                accepted = await self.check(message)
+            except Rejection as rejection:
+                await self.reject(message, rejection)
+                bound.info(
+                    "rejected",
+                    check=rejection.check.value,
+                    code=rejection.issue.code,
+                    path=rejection.issue.path,
+                    document_id=_document_id(rejection.package),
+                )
+            else:
+                await self.route(message, accepted)
+                bound.info(
+                    "accepted",
+                    document_id=accepted.package.document_id,
+                    backbone_id=accepted.backbone_id,
+                    kind=accepted.package.kind,
+                )
+        except TRANSIENT as exc:
+            bound.warning("transient failure; the message will be retried", error=repr(exc))
+            await _settle(message, requeue=True)
+        except Exception as exc:  # a bug: retried up to the delivery limit, then quarantined
+            bound.error(
+                "unexpected failure; retried, then quarantined", error=repr(exc), exc_info=True
+            )
+            await _settle(message, requeue=True)
+        else:
+            await _settle(message)
+
+    # --- the checks -----------------------------------------------------------------------
+
+    async def check(self, message: AbstractIncomingMessage) -> Accepted:
+        body = message.body
+        if len(body) > self.limits.max_package_bytes:
+            raise Rejection(
+                Check.SIZE,
+                _issue(
+                    ErrorCode.TOO_LARGE,
+                    "",
+                    f"the package is {len(body)} "
+                    f"bytes, over the limit of {self.limits.max_package_bytes}",
+                ),
+            )
+        user = message.user_id
+        if not user:
+            raise Rejection(
+                Check.PRINCIPAL,
+                _issue(
+                    "missing-user-id",
+                    "",
+                    "the message has no user_id property naming the sending principal",
+                ),
+            )
+        try:
+            package = edxml.load(body, self.limits)
+        except InvalidPackage as exc:
+            raise Rejection(Check.STRUCTURE, exc.issues[0]) from None
+        except PackageError as exc:
+            raise Rejection(Check.PARSE, exc.issues[0]) from None
+        sender = package.sender or ""
+        if sender != message.routing_key:
+            raise Rejection(
+                Check.SENDER,
+                _issue(
+                    "sender-mismatch",
+                    f"{MESSAGE_HEADER}/From/OrganId",
+                    f"the package was published with routing key "
+                    f"{message.routing_key!r}, not its sender",
+                    sender,
+                ),
+                package,
+            )
+        if not await self.registry.may_act_for(user, sender):
+            raise Rejection(
+                Check.SENDER,
+                _issue(
+                    "sender-not-allowed",
+                    f"{MESSAGE_HEADER}/From/OrganId",
+                    f"principal {user!r} may not act for this agency "
+                    "(or it is not registered and active)",
+                    sender,
+                ),
+                package,
+            )
+        verified = await self._verify(body, package)
+        if verified is not None:
+            package = verified.package  # from here on, only what the signature covers
+        if isinstance(package, edxml.StatusPackage):
+            return Accepted(package, verified, None)
+        for index, recipient in enumerate(package.recipients):
+            if not await self.registry.is_active(recipient or ""):
+                position = f"[{index + 1}]" if len(package.recipients) > 1 else ""
+                raise Rejection(
+                    Check.RECIPIENTS,
+                    _issue(
+                        "unknown-recipient",
+                        f"{MESSAGE_HEADER}/To{position}/OrganId",
+                        "the recipient is not a registered, active agency",
+                        recipient,
+                    ),
+                    package,
+                )
+        async with self.store.transaction() as session:
+            record = await repo.record_acceptance(
+                session,
+                sender=sender,
+                document_id=package.document_id,
+                content_sha256=hashlib.sha256(body).hexdigest(),
+                size=len(body),
+                facts=repo.document_facts(package),
+            )
+        if record.outcome is repo.Acceptance.DUPLICATE:
+            raise Rejection(
+                Check.DUPLICATE,
+                _issue(
+                    "duplicate",
+                    f"{MESSAGE_HEADER}/DocumentId",
+                    "this sender already had another package accepted "
+                    f"under this DocumentId (backbone id {record.backbone_id})",
+                    package.document_id,
+                ),
+                package,
+            )
+        return Accepted(package, verified, record.backbone_id)
+
+    async def _verify(self, body: bytes, package: edxml.Package) -> signing.Verified | None:
+        try:
+            verified = self.verifier.verify(body)
+        except SignatureError as exc:
+            unsigned_status = (
+                exc.code == ErrorCode.UNSIGNED
+                and isinstance(package, edxml.StatusPackage)
+                and self.settings.status_signature == "optional"
+            )
+            if unsigned_status:
+                return None
+            raise Rejection(Check.SIGNATURE, exc.issues[0], package) from None
+        except PackageError as exc:  # cannot happen after load(); kept for safety
+            raise Rejection(Check.PARSE, exc.issues[0], package) from None
+        sender = verified.package.sender or ""
+        mode = self.settings.cert_binding
+        bound = (
+            mode in ("registry", "either")
+            and await self.registry.is_bound(verified.fingerprint, sender)
+        ) or (
+            mode in ("subject", "either")
+            and self.subject_binding.binds(verified.certificate, verified.fingerprint, sender)
+        )
+        if not bound:
+            raise Rejection(Check.SIGNATURE, signing.wrong_agency(verified).issues[0], package)
+        return verified
+
+    # --- outcomes -------------------------------------------------------------------------
+
+    async def route(self, message: AbstractIncomingMessage, accepted: Accepted) -> None:
+        package = accepted.package
+        now = datetime.now(UTC)
+        if isinstance(package, edxml.StatusPackage):
+            await self._route_status(message, package, now)
+            return
+        assert isinstance(package, edxml.DocumentPackage) and accepted.backbone_id is not None
+        headers = {
+            "x-backbone-id": accepted.backbone_id,
+            "x-sender": package.sender,
+            "x-edxml-document-id": package.document_id,
+            "x-accepted-at": now.isoformat(),
+        }
+        if accepted.verified is not None:
+            headers["x-signer"] = accepted.verified.fingerprint
+        common = {
+            "backbone_id": accepted.backbone_id,
+            "sender": package.sender,
+            "document_id": package.document_id,
+            "message_id": message.message_id,
+        }
+        await self._event(Event(kind=Kind.ACCEPTED, **common))
+        for recipient in dict.fromkeys(r or "" for r in package.recipients):
+            delivered = await self._publish(
+                message.body, recipient, headers, f"{accepted.backbone_id}:{recipient}", "edoc"
+            )
+            kind = Kind.ROUTED if delivered else Kind.UNDELIVERABLE
+            await self._event(Event(kind=kind, recipient=recipient, **common))
+
+    async def _route_status(
+        self, message: AbstractIncomingMessage, package: edxml.StatusPackage, now: datetime
+    ) -> None:
+        """Announce the status, and forward it to the agency its ResponseFor names."""
+        header = package.header
+        addressee = header.response_for.organ_id or ""
+        event = Event(
+            kind=Kind.STATUS,
+            sender=header.response_for.organ_id,
+            recipient=package.sender,
+            document_id=header.response_for.document_id,
+            status_code=header.status_code,
+            description=header.description,
+            message_id=message.message_id,
+            staff=header.staff_info.staff if header.staff_info else None,
+            occurred_at=_timestamp(header.timestamp),
+        )
+        await self._event(event)
+        headers = {
+            "x-sender": package.sender,
+            "x-edxml-document-id": header.response_for.document_id,
+            "x-accepted-at": now.isoformat(),
+            "x-status-code": header.status_code,
+        }
+        await self._publish(message.body, addressee, headers, f"status:{event.event_id}", "status")
+
+    async def reject(self, message: AbstractIncomingMessage, rejection: Rejection) -> None:
+        """Event for the tracker, and a status 02 in the sender's inbox naming the fault."""
+        issue = rejection.issue
+        package = rejection.package
+        sender = message.routing_key or ""
+        document_id = _document_id(package)
+        await self._event(
+            Event(
+                kind=Kind.REJECTED,
+                sender=sender,
+                document_id=document_id,
+                check=rejection.check.value,
+                code=issue.code,
+                path=issue.path,
+                value=issue.value,
+                description=issue.message,
+                message_id=message.message_id,
+            )
+        )
+        if not AgencyCode.is_valid(sender):
+            return  # no inbox to tell: the event is the record
+        status = self._rejection_status(
+            sender, document_id or f"message:{message.message_id}", rejection
+        )
+        headers = {
+            "x-sender": self.settings.backbone_agency,
+            "x-rejected-message-id": message.message_id or "",
+            "x-rejection-check": rejection.check.value,
+            "x-rejection-code": issue.code,
+            "x-rejection-path": issue.path,
+            "x-rejection-value": issue.value or "",
+        }
+        await self._publish(status, sender, headers, f"rejection:{message.message_id}", "status")
+
+    def _rejection_status(self, sender: str, document_id: str, rejection: Rejection) -> bytes:
+        issue = rejection.issue
+        description = truncate(
+            f"Rejected by the backbone at check {rejection.check.value}: {issue}", 3900
+        )
+        status = new_status(
+            reporter=self.settings.backbone_agency,
+            document=edxml.ResponseFor(organ_id=sender, document_id=truncate(document_id, 200)),
+            status_code="02",
+            description=description,
+        )
+        if self.signer is None:
+            return edxml.build(status, validate=False)
+        key, certificates = self.signer
+        return signing.sign(status, key, certificates)
+
+    async def _publish(
+        self,
+        body: bytes,
+        recipient: str,
+        headers: Mapping[str, str | None],
+        message_id: str,
+        kind: str,
+    ) -> bool:
+        """One confirmed, mandatory publish to edoc.deliver; False if it was returned."""
+        outgoing = aio_pika.Message(
+            body,
+            headers={k: v for k, v in headers.items() if v is not None},
+            message_id=message_id,
+            type=kind,
+            content_type="application/xml",
+            delivery_mode=DeliveryMode.PERSISTENT,
+            timestamp=datetime.now(UTC),
+        )
+        try:
+            await self.exchanges[topology.DELIVER].publish(
+                outgoing, routing_key=recipient, mandatory=True
+            )
+        except PublishError:  # returned: no inbox, and the alternate exchange failed too
+            return False
+        return True
+
+    async def _event(self, event: Event) -> None:
+        await self.exchanges[topology.EVENTS].publish(
+            aio_pika.Message(
+                event.body(),
+                message_id=event.event_id,
+                content_type="application/json",
+                delivery_mode=DeliveryMode.PERSISTENT,
+                type=event.kind.value,
+            ),
+            routing_key=event.routing_key,
+        )
+
+
+def _document_id(package: edxml.Package | None) -> str | None:
+    return package.document_id if package is not None else None
+
+
+def _timestamp(value: str) -> datetime | None:
+    try:
+        return datetime.strptime(value, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+async def _settle(message: AbstractIncomingMessage, requeue: bool | None = None) -> None:
+    """Ack (or nack for a retry); a lost channel means the broker redelivers anyway."""
+    try:
+        if requeue is None:
+            await message.ack()
+        else:
+            await message.nack(requeue=requeue)
+    except AMQPError as exc:
+        log.warning("could not settle the message; the broker will redeliver it", error=repr(exc))
+
+
+# --- running it ------------------------------------------------------------------------------
+
+
+def build(settings: Settings) -> tuple[Validator, Store]:
+    """A validator wired from settings (trust bundle required)."""
+    if settings.trust_bundle is None:
+        raise SystemExit(
+            "the validator needs BACKBONE_TRUST_BUNDLE (the CA bundle signatures chain to)"
+        )
+    trust = signing.TrustStore.from_files(settings.trust_bundle, settings.crl_files)
+    verifier = signing.Verifier(trust, None, allow_sha1=settings.allow_sha1, limits=settings.limits)
+    signer = None
+    if settings.backbone_key is not None and settings.backbone_cert is not None:
+        signer = (
+            signing.load_private_key(str(settings.backbone_key)),
+            signing.load_certificates(str(settings.backbone_cert)),
+        )
+    store = Store(settings.database_url)
+    registry = Registry(store, ttl=settings.registry_ttl)
+    return Validator(settings, store, registry, verifier, signer), store
+
+
+async def serve(settings: Settings, prefetch: int) -> None:
+    """Run one validator until SIGTERM or SIGINT, then finish in-flight messages."""
+    validator, store = build(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, validator.stop)
+    try:
+        await validator.run(prefetch=prefetch)
+    finally:
+        await store.close()
+
+
+def run_processes(settings: Settings, processes: int, prefetch: int) -> None:
+    """``processes`` validators, each in its own process (one here, the rest spawned)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    children = [
+        context.Process(target=_child, args=(settings.model_dump(), prefetch), daemon=True)
+        for _ in range(processes - 1)
+    ]
+    for child in children:
+        child.start()
+    try:
+        asyncio.run(serve(settings, prefetch))
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()
+            child.join(timeout=35)
+
+
+def _child(values: dict[str, object], prefetch: int) -> None:
+    from ..logs import configure
+
+    settings = Settings.model_validate(values)
+    configure("json", settings.log_level)
+    asyncio.run(serve(settings, prefetch))
+
+
+__all__ = ["Check", "Rejection", "Validator", "build", "run_processes", "serve"]
