@@ -37,7 +37,8 @@ class Broker:
 
     def url(self, vhost: str, user: str = "guest", password: str = "guest") -> str:
         parts = urlsplit(self.amqp_url)
-        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}:{parts.port or 5672}"
+        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+        netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
         return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
 
 
