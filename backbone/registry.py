@@ -195,8 +195,11 @@ class Registry:
         return principal
 
     async def list_gateways(self) -> list[Principal]:
+        return await self.list_principals("gateway")
+
+    async def list_principals(self, kind: str | None = None) -> list[Principal]:
         async with self.store.sessions() as session:
-            return await repo.list_principals(session, "gateway")
+            return await repo.list_principals(session, kind)
 
     async def may_act_for(self, username: str, code: str) -> bool:
         """May broker user ``username`` send as agency ``code``? (Its scope, and ``code``

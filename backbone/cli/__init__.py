@@ -30,12 +30,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     settings = get_settings()
-    configure(settings.log_format or "console", settings.log_level)
+    service = ctx.invoked_subcommand == "run"  # workers log JSON lines
+    configure(settings.log_format or ("json" if service else "console"), settings.log_level)
 
 
 def summary(package: edxml.Package) -> str:
@@ -136,4 +138,5 @@ def demo() -> None:
 
 # the command groups register themselves on ``app``
 from . import agencies as _agencies  # noqa: E402,F401
+from . import pipeline as _pipeline  # noqa: E402,F401
 from . import signatures as _signatures  # noqa: E402,F401

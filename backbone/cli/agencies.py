@@ -9,13 +9,17 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import aio_pika
 import typer
+from aio_pika.abc import AbstractChannel
+from aio_pika.exceptions import AMQPError
 from cryptography import x509
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
+from .. import topology
 from ..config import get_settings
 from ..registry import Registry, RegistryError
 from ..store import Store, migrate
@@ -64,15 +68,59 @@ def _with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
         raise _fail(str(exc)) from None
 
 
-@app.command()
-def init() -> None:
-    """Set up the database (apply every migration). Safe to run again."""
-    url = get_settings().database_url
+def _declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bool:
+    """Declare on the configured broker; a warning (not a failure) if it is unreachable."""
+    settings = get_settings()
+
+    async def run() -> None:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=10)
+        try:
+            await work(await connection.channel())
+        finally:
+            await connection.close()
+
     try:
-        migrate.upgrade(url)
+        asyncio.run(run())
+    except (TimeoutError, OSError, ConnectionError, AMQPError) as exc:
+        typer.echo(
+            f"warning: {what} not declared, the broker is unreachable ({exc}); "
+            "run `backbone init` once it is up",
+            err=True,
+        )
+        return False
+    return True
+
+
+@app.command()
+def init(
+    broker: Annotated[bool, typer.Option(help="Also declare the AMQP topology.")] = True,
+) -> None:
+    """Set up the database (every migration) and the broker (exchanges, queues, the inboxes
+    of registered principals). Safe to run again."""
+    settings = get_settings()
+    try:
+        migrate.upgrade(settings.database_url)
     except (DBAPIError, OSError, ValueError) as exc:
-        raise _fail(f"cannot set up {url}: {exc}") from None
-    typer.echo(f"database ready: {url}")
+        raise _fail(f"cannot set up {settings.database_url}: {exc}") from None
+    typer.echo(f"database ready: {settings.database_url}")
+    if not broker:
+        return
+    principals = _with_registry(lambda r: r.list_principals())
+
+    async def declare_everything(channel: AbstractChannel) -> None:
+        await topology.declare(channel, settings.delivery_limit)
+        for principal in principals:
+            patterns = [s.pattern for s in principal.scopes]
+            if principal.kind == "gateway":
+                await topology.declare_gateway(
+                    channel, principal.username, patterns, settings.delivery_limit
+                )
+            else:
+                await topology.declare_inbox(channel, principal.username, settings.delivery_limit)
+
+    if not _declare("the topology", declare_everything):
+        raise typer.Exit(1)
+    typer.echo(f"broker ready: topology and {len(principals)} principal inbox(es) declared")
 
 
 @agency_app.command("add")
@@ -101,6 +149,11 @@ def agency_add(
             await registry.register_certificate(code, certificate)
 
     _with_registry(work)
+    if principal:
+        _declare(
+            f"the inbox of {code}",
+            lambda channel: topology.declare_inbox(channel, code, get_settings().delivery_limit),
+        )
     typer.echo(
         f"{code} registered ({name})"
         + (f" with {len(certificates)} certificate(s)" if certificates else "")
@@ -188,6 +241,12 @@ def gateway_add(
 ) -> None:
     """Register a provincial gateway serving every agency its patterns match."""
     _with_registry(lambda r: r.add_gateway(name, serves))
+    _declare(
+        f"the inbox of gateway {name}",
+        lambda channel: topology.declare_gateway(
+            channel, name, serves, get_settings().delivery_limit
+        ),
+    )
     typer.echo(f"gateway {name} serves {', '.join(serves)}")
 
 

@@ -22,6 +22,7 @@ runner = CliRunner()
 def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     path = tmp_path / "backbone.db"
     monkeypatch.setenv("BACKBONE_DATABASE_URL", f"sqlite:///{path}")
+    monkeypatch.setenv("BACKBONE_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # no broker here
     get_settings.cache_clear()
     yield path
     get_settings.cache_clear()
@@ -40,9 +41,12 @@ def test_commands_before_init_say_what_to_do(database: Path) -> None:
 def test_agency_and_gateway_commands(
     database: Path, signers: dict[str, Signer], tmp_path: Path
 ) -> None:
-    assert invoke("init")[0] == 0
-    assert invoke("init")[0] == 0  # again: nothing to do, no error
-    assert invoke("agency", "add", "000.00.00.H41", "--name", "UBND Tỉnh Nghệ An")[0] == 0
+    assert invoke("init", "--no-broker")[0] == 0
+    assert invoke("init", "--no-broker")[0] == 0  # again: nothing to do, no error
+    code, _, stderr = invoke("init")
+    assert code == 1 and "the broker is unreachable" in stderr  # the database part was done
+    code, _, stderr = invoke("agency", "add", "000.00.00.H41", "--name", "UBND Tỉnh Nghệ An")
+    assert code == 0 and "inbox of 000.00.00.H41 not declared" in stderr
     code, stdout, _ = invoke(
         "agency", "add", "000.00.15.H41", "--name", "Sở TT&TT", "--parent", "000.00.00.H41"
     )
