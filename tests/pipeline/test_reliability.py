@@ -1,0 +1,163 @@
+"""Nothing lost: a validator killed mid-stream, and a message that crashes it every time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import aio_pika
+import pytest
+
+from backbone import topology
+from backbone.client import AsyncGateway
+
+from ..conftest import SENDER, make_document
+from .conftest import Pipeline
+from .test_routing import raw_drain, submit
+
+pytestmark = pytest.mark.pipeline
+RAW, SDK = "000.00.00.H41", "000.00.00.H14"  # one inbox read raw, one through the SDK
+
+
+async def ready_count(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+def start_validator(pipeline: Pipeline) -> subprocess.Popen[bytes]:
+    settings = pipeline.settings
+    env = dict(os.environ)
+    env.update(
+        {
+            "BACKBONE_AMQP_URL": settings.amqp_url,
+            "BACKBONE_DATABASE_URL": settings.database_url,
+            "BACKBONE_TRUST_BUNDLE": str(settings.trust_bundle),
+            "BACKBONE_CRL_FILES": json.dumps([str(p) for p in settings.crl_files]),
+            "BACKBONE_REGISTRY_TTL": "0",
+            "BACKBONE_DELIVERY_LIMIT": str(settings.delivery_limit),
+            "BACKBONE_BACKBONE_KEY": str(settings.backbone_key),
+            "BACKBONE_BACKBONE_CERT": str(settings.backbone_cert),
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "backbone", "run", "validator", "--prefetch", "64"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_for(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+async def test_a_validator_killed_mid_stream_loses_nothing(pipeline: Pipeline) -> None:
+    pipeline.validator.stop()  # this test runs validators as processes it can kill
+    await asyncio.gather(*pipeline.tasks)
+    for code in (SENDER, RAW, SDK):
+        await pipeline.add_agency(code)
+    signer = pipeline.signers["G22"]
+    packages = [
+        signer.sign(
+            make_document(recipients=[RAW, SDK], document_id=f"crash-{i}-{uuid.uuid4().hex[:6]}")
+        )
+        for i in range(500)
+    ]
+    async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as sender:
+        for body in packages:
+            await sender.send(body)
+
+    first = start_validator(pipeline)
+    await wait_for(lambda: _at_least(pipeline, RAW, 30), 60)
+    first.send_signal(signal.SIGKILL)  # mid-stream: hundreds still queued or in flight
+    first.wait(timeout=30)
+    routed_before_the_kill = await ready_count(pipeline.url(), topology.inbox(RAW))
+    assert routed_before_the_kill < 500  # it really died mid-stream
+
+    second = start_validator(pipeline)
+    try:
+        await wait_for(lambda: _at_least(pipeline, SDK, 500), 180)
+        await wait_for(lambda: _at_least(pipeline, RAW, 500), 60)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+
+    raw = await raw_drain(pipeline, topology.inbox(RAW))
+    assert {h["x-edxml-document-id"] for _, h in raw} == set(_ids(packages))  # each at least once
+    async with AsyncGateway(pipeline.url(SDK), username=SDK, auto_arrived=False) as recipient:
+        handed = []
+        async for delivery in recipient.receive(topology.inbox(SDK), timeout=3):
+            await delivery.ack()
+            handed.append(delivery.package.document_id)
+    assert sorted(handed) == sorted(_ids(packages))  # each exactly once
+    rejections = await raw_drain(pipeline, topology.inbox(SENDER))
+    assert [h.get("x-rejection-code") for _, h in rejections] == []  # no duplicate of itself
+
+
+async def _at_least(pipeline: Pipeline, code: str, count: int) -> bool:
+    return await ready_count(pipeline.url(), topology.inbox(code)) >= count
+
+
+def _ids(packages: list[bytes]) -> list[str]:
+    from backbone import edxml
+
+    return [edxml.parse(p).document_id or "" for p in packages]
+
+
+async def test_a_poison_message_is_quarantined_while_the_rest_moves_on(pipeline: Pipeline) -> None:
+    for code in (SENDER, RAW):
+        await pipeline.add_agency(code)
+    poison = f"poison-{uuid.uuid4().hex}"
+    real_check = pipeline.validator.check
+
+    async def crashing_check(message: aio_pika.abc.AbstractIncomingMessage) -> object:
+        if message.message_id == poison:
+            raise RuntimeError("this message crashes the validator every time")
+        return await real_check(message)
+
+    pipeline.validator.check = crashing_check  # type: ignore[method-assign,assignment]
+    signer = pipeline.signers["G22"]
+    connection = await aio_pika.connect(pipeline.url(SENDER))
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.SUBMIT)
+        await exchange.publish(
+            aio_pika.Message(
+                signer.sign(make_document(recipients=[RAW])),
+                message_id=poison,
+                user_id=SENDER,
+                type="edoc",
+            ),
+            routing_key=SENDER,
+        )
+    finally:
+        await connection.close()
+    good = signer.sign(make_document(recipients=[RAW], document_id=f"good-{uuid.uuid4()}"))
+    await submit(pipeline, good)
+    await wait_for(lambda: _has(pipeline, topology.QUARANTINE), 30)
+    quarantined = await raw_drain(pipeline, topology.QUARANTINE)
+    assert len(quarantined) == 1
+    (headers,) = [h for _, h in quarantined]
+    assert "x-death" in headers or "x-first-death-reason" in headers
+    delivered = await raw_drain(pipeline, topology.inbox(RAW))
+    assert [body for body, _ in delivered] == [good]
+
+
+async def _has(pipeline: Pipeline, queue: str) -> bool:
+    return await ready_count(pipeline.url(), queue) > 0
