@@ -161,10 +161,21 @@ class _Common:
             return self.verifier.verify(body).package
         return edxml.parse(body, self.limits)
 
-    def _is_copy(self, headers: dict[str, Any]) -> bool:
-        """A redelivered copy of a document this gateway already handled?"""
-        backbone_id = headers.get("x-backbone-id")
-        return backbone_id is not None and str(backbone_id) in self._seen
+    def _is_copy(self, headers: dict[str, Any], recipient: str) -> bool:
+        """A redelivered copy of a document this gateway already handled for ``recipient``?"""
+        key = _copy_key(headers, recipient)
+        return key is not None and key in self._seen
+
+    def _handled(self, headers: dict[str, Any], recipient: str) -> None:
+        key = _copy_key(headers, recipient)
+        if key is not None:
+            self._seen.add(key)
+
+
+def _copy_key(headers: dict[str, Any], recipient: str) -> str | None:
+    """One document for one recipient (a gateway receives a copy per agency it serves)."""
+    backbone_id = headers.get("x-backbone-id")
+    return None if backbone_id is None else f"{backbone_id}:{recipient}"
 
 
 class AsyncGateway(_Common):
@@ -234,17 +245,16 @@ class AsyncGateway(_Common):
 
     async def _deliver(self, message: AbstractIncomingMessage) -> Delivery | None:
         headers = dict(message.headers or {})
-        if self._is_copy(headers):
+        recipient = message.routing_key or ""
+        if self._is_copy(headers, recipient):
             await message.ack()
             return None
         package = self._read(message.body)
-        recipient = message.routing_key or ""
 
         async def settle(ack: bool, requeue: bool = False) -> None:
             if ack:
                 await message.ack()
-                if "x-backbone-id" in headers:
-                    self._seen.add(str(headers["x-backbone-id"]))
+                self._handled(headers, recipient)
             else:
                 await message.reject(requeue=requeue)
 
@@ -308,18 +318,21 @@ class Gateway(_Common):
             if method is None:
                 break
             headers = dict(properties.headers or {})
-            if self._is_copy(headers):
+            if self._is_copy(headers, method.routing_key):
                 self._channel.basic_ack(method.delivery_tag)
                 continue
-            tag = method.delivery_tag
+            tag, recipient = method.delivery_tag, method.routing_key
 
             def settle(
-                ack: bool, requeue: bool = False, tag: int = tag, headers: dict[str, Any] = headers
+                ack: bool,
+                requeue: bool = False,
+                tag: int = tag,
+                headers: dict[str, Any] = headers,
+                recipient: str = recipient,
             ) -> None:
                 if ack:
                     self._channel.basic_ack(tag)
-                    if "x-backbone-id" in headers:
-                        self._seen.add(str(headers["x-backbone-id"]))
+                    self._handled(headers, recipient)
                 else:
                     self._channel.basic_reject(tag, requeue=requeue)
 

@@ -1,119 +1,250 @@
-"""``backbone demo``: one document's story, told through what exists so far.
+"""``backbone demo``: a ministry, two provinces and a provincial gateway exchange signed
+documents through the backbone on a real RabbitMQ, and the story is told as it happens.
 
-A ministry writes and signs a package, the backbone reads it safely and verifies the
-signature, a province answers with a status, and forgeries are refused with a reason.
-Routing over RabbitMQ joins this story with the pipeline.
+The broker is BACKBONE_AMQP_URL with BACKBONE_MGMT_URL (a fresh virtual host in it), or a
+private node the demo starts and stops. Everything it creates is removed at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import shutil
 import tempfile
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
+import aio_pika
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
-from . import edxml, signing
-from .edxml.factory import File, new_document, new_status
-from .errors import PackageError
+from . import edxml, localnode, signing, topology
+from .client import AsyncGateway, Delivery
+from .config import Settings
+from .edxml.factory import File, new_document
+from .mgmt import Management
+from .store import migrate
+from .workers.validator import build
 
-SENDER = "000.00.00.G22"  # Government Office
-RECIPIENTS = ("000.00.00.H41", "000.03.15.H41")  # a province and one of its district units
+MINISTRY, NGHE_AN, CAO_BANG = "000.00.00.G22", "000.00.00.H41", "000.00.00.H14"
+DISTRICT, COMMUNE = "000.00.15.H41", "001.03.15.H41"
+GATEWAY, SERVES = "lgsp-h41", "*.*.15.H41"
+UNKNOWN = "000.00.00.H99"
+PASSWORD = "demo-password"
+AGENCIES = {
+    MINISTRY: "Văn phòng Chính phủ",
+    NGHE_AN: "UBND Tỉnh Nghệ An",
+    CAO_BANG: "UBND Tỉnh Cao Bằng",
+    DISTRICT: "UBND Huyện Nghi Lộc",
+    COMMUNE: "UBND Xã Nghi Phong",
+    "000.00.00.B00": "Backbone",
+}
 
 
-def _refusal(console: Console, step: str, attempt: bytes, verifier: signing.Verifier) -> None:
-    try:
-        verifier.verify(attempt)
-    except PackageError as exc:
-        console.print(f"{step} [red]{escape(str(exc.issues[0]))}[/red]")
-    else:  # pragma: no cover - the demo would be lying
-        raise AssertionError(f"{step} was accepted")
+@dataclass
+class Story:
+    """What happened to each document, for the closing table."""
+
+    documents: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def note(self, document_id: str, column: str, text: str) -> None:
+        row = self.documents.setdefault(document_id, {})
+        row[column] = f"{row[column]}; {text}" if column in row else text
+
+
+def _url(base: str, vhost: str, user: str, password: str) -> str:
+    parts = urlsplit(base)
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
+    return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
 
 
 def run(console: Console | None = None) -> None:
     console = console or Console(highlight=False)
+    amqp, mgmt = os.environ.get("BACKBONE_AMQP_URL"), os.environ.get("BACKBONE_MGMT_URL")
+    node = None
+    if not (amqp and mgmt):
+        if not localnode.available():
+            raise SystemExit(
+                "the demo needs RabbitMQ: install rabbitmq-server, or set "
+                "BACKBONE_AMQP_URL and BACKBONE_MGMT_URL"
+            )
+        console.print("Starting a private RabbitMQ node for the demo (about 6 seconds)...")
+        node = localnode.LocalNode().start()
+        amqp, mgmt = node.amqp_url, node.mgmt_url
     workdir = Path(tempfile.mkdtemp(prefix="backbone-demo-"))
-    console.rule("[bold]backbone demo: signed edXML packages")
+    management = Management(mgmt)
+    vhost = f"demo-{uuid.uuid4().hex[:8]}"
+    management.add_vhost(vhost)
+    management.set_permissions(
+        vhost, urlsplit(amqp).username or "guest", configure=".*", write=".*", read=".*"
+    )
+    try:
+        asyncio.run(_story(console, amqp, management, vhost, workdir))
+    finally:
+        management.delete_vhost(vhost)
+        if node is not None:
+            node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
+
+async def _story(
+    console: Console, amqp: str, management: Management, vhost: str, workdir: Path
+) -> None:
+    console.rule("[bold]backbone demo: signed documents between agencies over RabbitMQ")
+    database = f"sqlite:///{workdir / 'backbone.db'}"
+    await asyncio.to_thread(migrate.upgrade, database)
     pki = signing.Pki(workdir / "pki")
     pki.init(intermediate=True)
-    ministry = pki.issue(SENDER, workdir / "certs", name="Văn phòng Chính phủ")
-    province = pki.issue(RECIPIENTS[0], workdir / "certs", name="UBND Tỉnh Nghệ An")
-    trust = signing.TrustStore.from_files(pki.ca_bundle, pki.crls())
-    verifier = signing.Verifier(trust, signing.SubjectBinding())
-    console.print(
-        f"0. A development PKI in {pki.directory}: a root, an issuing CA, and "
-        f"certificates for {SENDER} and {RECIPIENTS[0]}"
+    certs = {
+        code: pki.issue(code, workdir / "certs", name=AGENCIES[code])
+        for code in (MINISTRY, NGHE_AN, CAO_BANG, "000.00.00.B00")
+    }
+    backbone_cert = certs["000.00.00.B00"]
+    admin_user = urlsplit(amqp).username or "guest"
+    admin_url = _url(amqp, vhost, admin_user, urlsplit(amqp).password or "guest")
+    settings = Settings(
+        amqp_url=admin_url,
+        database_url=database,
+        trust_bundle=pki.ca_bundle,
+        crl_files=pki.crls(),
+        registry_ttl=1.0,
+        backbone_key=backbone_cert.key,
+        backbone_cert=backbone_cert.certificate,
     )
+    await topology.declare_all(admin_url, settings.delivery_limit)
+    validator, store = build(settings)
+    registry = validator.registry
 
-    package = new_document(
-        sender=SENDER,
-        recipients=RECIPIENTS,
-        subject="V/v kết nối, liên thông phần mềm quản lý văn bản",
-        number="7816",
-        notation="VPCP-TTĐT",
-        files=[File("cong-van-7816.pdf", b"%PDF-1.7 demo document\n" * 200, "application/pdf")],
-    )
-    signed = signing.sign(
-        package,
-        signing.load_private_key(str(ministry.key)),
-        signing.load_certificates(str(ministry.certificate)),
-    )
-    path = workdir / "cong-van-7816.edxml"
-    path.write_bytes(signed)
     console.print(
-        f"1. The Government Office ({SENDER}) writes and signs a package for "
-        f"{' and '.join(RECIPIENTS)}: {len(signed)} bytes, {path}"
+        "1. The registry: a ministry, two provinces, and Nghệ An's gateway serving "
+        f"a district and a commune ({SERVES})"
     )
+    connection = await aio_pika.connect(admin_url)
+    channel = await connection.channel()
+    for code in (MINISTRY, NGHE_AN, CAO_BANG):
+        await registry.add_agency(code, AGENCIES[code])
+        certificate = signing.load_certificates(str(certs[code].certificate))[0]
+        await registry.register_certificate(code, certificate)
+        await _principal(management, vhost, code)
+        await topology.declare_inbox(channel, code)
+    await registry.add_agency(DISTRICT, AGENCIES[DISTRICT], principal=False)
+    await registry.add_agency(COMMUNE, AGENCIES[COMMUNE], principal=False)
+    await registry.add_gateway(GATEWAY, [SERVES])
+    await _principal(management, vhost, GATEWAY)
+    await topology.declare_gateway(channel, GATEWAY, [SERVES])
+    await connection.close()
 
-    verified = verifier.verify(path.read_bytes())
-    received = edxml.check(verified.package)
-    console.print(
-        f"2. The backbone reads it safely and verifies it: {received.kind} "
-        f"{received.document_id!r}, signed by "
-        f"{verified.certificate.subject.rfc4514_string()}, "
-        f"identical to what was written: {received == package}"
-    )
+    ready = asyncio.Event()
+    worker = asyncio.create_task(validator.run(prefetch=16, ready=ready))
+    await asyncio.wait_for(ready.wait(), 30)
+    console.print("2. The validator is running (format, signature, sender, recipients, duplicates)")
 
-    status = new_status(
-        reporter=RECIPIENTS[0], document=package, status_code="01", description="Đã đến"
-    )
-    answer = verifier.verify(
-        signing.sign(
-            status,
-            signing.load_private_key(str(province.key)),
-            signing.load_certificates(str(province.certificate)),
+    story = Story()
+
+    def url(user: str) -> str:
+        return _url(amqp, vhost, user, PASSWORD)
+
+    key = signing.load_private_key(str(certs[MINISTRY].key))
+    chain = signing.load_certificates(str(certs[MINISTRY].certificate))
+    letter = File("cong-van-7816.pdf", b"%PDF-1.7 demo document\n" * 400, "application/pdf")
+    sends = [
+        ("to two provinces", [NGHE_AN, CAO_BANG], None),
+        ("through the gateway", [DISTRICT, COMMUNE], None),
+        ("forged in transit", [NGHE_AN], "forge"),
+        ("to an unknown agency", [UNKNOWN], None),
+    ]
+    sender = AsyncGateway(url(MINISTRY), username=MINISTRY, key=key, certificates=chain)
+    async with sender as ministry:
+        for number, (label, recipients, trick) in enumerate(sends, start=7816):
+            package = new_document(
+                sender=MINISTRY,
+                recipients=recipients,
+                number=str(number),
+                notation="VPCP-TTĐT",
+                files=[letter],
+                subject=f"V/v kết nối, liên thông phần mềm quản lý văn bản ({label})",
+            )
+            signed = signing.sign(package, key, chain)
+            if trick == "forge":
+                signed = signed.replace("kết nối".encode(), "kết n0i".encode(), 1)
+            await ministry.send(signed)
+            story.note(_short(package.document_id), "sent", f"{label} → {', '.join(recipients)}")
+            console.print(f"3. The ministry sends {package.document_id!r} {label}")
+
+    await asyncio.sleep(1.0)
+    for code in (NGHE_AN, CAO_BANG):
+        agency_key = signing.load_private_key(str(certs[code].key))
+        agency_chain = signing.load_certificates(str(certs[code].certificate))
+        receiver = AsyncGateway(url(code), username=code, key=agency_key, certificates=agency_chain)
+        async with receiver as inbox:
+            async for delivery in inbox.receive(topology.inbox(code), timeout=2):
+                await delivery.ack()
+                await inbox.send_status(delivery, "03", "Đã tiếp nhận")
+                story.note(_short(delivery.package.document_id), "received", f"{code} (01, 03)")
+                console.print(
+                    f"4. {AGENCIES[code]} receives {delivery.package.document_id!r}, "
+                    "answers 01 (arrived) then 03 (registered)"
+                )
+    async with AsyncGateway(url(GATEWAY), username=GATEWAY) as gateway:
+        async for delivery in gateway.receive(topology.gateway_queue(GATEWAY), timeout=2):
+            await delivery.ack()
+            story.note(
+                _short(delivery.package.document_id),
+                "received",
+                f"{delivery.recipient} via {GATEWAY} (01)",
+            )
+            console.print(
+                f"5. The gateway {GATEWAY} receives {delivery.package.document_id!r} for "
+                f"{AGENCIES[delivery.recipient]} and answers 01 on its behalf"
+            )
+
+    await asyncio.sleep(1.0)
+    async with AsyncGateway(url(MINISTRY), username=MINISTRY) as ministry:
+        async for delivery in ministry.receive(topology.inbox(MINISTRY), timeout=2):
+            await delivery.ack()
+            _tell(console, story, delivery)
+
+    table = Table("document", "sent", "received by", "back at the ministry", title="What happened")
+    for document_id, row in story.documents.items():
+        table.add_row(
+            document_id, row.get("sent", ""), row.get("received", "—"), row.get("back", "")
         )
-    ).package
-    assert isinstance(answer, edxml.StatusPackage)
-    console.print(
-        f"3. The province answers with a signed status {answer.header.status_code} "
-        f"({edxml.STATUS_CODES[answer.header.status_code]}) about "
-        f"{answer.document_id!r}"
+    console.print(table)
+    validator.stop()
+    await worker
+    await store.close()
+    console.rule("every document routed or refused with a reason; nothing lost")
+
+
+async def _principal(management: Management, vhost: str, user: str) -> None:
+    """A broker user for a principal (issue 7 narrows what it may do)."""
+    await asyncio.to_thread(management.add_user, user, PASSWORD)
+    await asyncio.to_thread(
+        management.set_permissions, vhost, user, configure=".*", write=".*", read=".*"
     )
 
-    _refusal(
-        console,
-        "4. One character of the subject changed in transit:",
-        signed.replace("liên thông".encode(), "liên thôn9".encode(), 1),
-        verifier,
+
+def _short(document_id: str | None) -> str:
+    """``7816/VPCP-TTĐT`` of ``000.00.00.G22,2026/11/23,7816/VPCP-TTĐT``: enough for a table."""
+    return (document_id or "").rsplit(",", 1)[-1]
+
+
+def _tell(console: Console, story: Story, delivery: Delivery) -> None:
+    package = delivery.package
+    assert isinstance(package, edxml.StatusPackage)
+    about = _short(package.document_id)
+    if delivery.rejection:
+        reason = f"refused at check {delivery.rejection['check']}: {delivery.rejection['code']}"
+        story.note(about, "back", reason)
+        console.print(f"6. The ministry learns {about!r} was [red]{escape(reason)}[/red]")
+        return
+    code = package.header.status_code
+    story.note(about, "back", f"{code} from {package.sender}")
+    console.print(
+        f"6. The ministry learns {package.sender} reported {code} "
+        f"({edxml.STATUS_CODES.get(code, '?')}) on {about!r}"
     )
-    impostor = signing.sign(
-        package,
-        signing.load_private_key(str(province.key)),
-        signing.load_certificates(str(province.certificate)),
-    )
-    _refusal(
-        console,
-        "5. The province signs a package claiming to come from the ministry:",
-        impostor,
-        verifier,
-    )
-    _refusal(
-        console,
-        "6. An entity attack is refused before anything is read:",
-        b'<?xml version="1.0"?><!DOCTYPE edXML [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-        b"<edXML>&x;</edXML>",
-        verifier,
-    )
-    console.rule("routing over RabbitMQ and status tracking join in later issues")

@@ -15,6 +15,17 @@ import structlog
 _configured = False
 
 
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is when a line is written (test runners and CLI runners
+    swap it; a stream captured at configuration time may be closed by then)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(fmt: Literal["json", "console"], level: str = "INFO") -> None:
     """Set up structlog (and stdlib logging beneath it); later calls are ignored."""
     global _configured
@@ -35,10 +46,12 @@ def configure(fmt: Literal["json", "console"], level: str = "INFO") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=level, stream=_CurrentStderr(), format="%(name)s %(levelname)s %(message)s"
+    )
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

@@ -37,7 +37,10 @@ def main(
 ) -> None:
     settings = get_settings()
     service = ctx.invoked_subcommand == "run"  # workers log JSON lines
-    configure(settings.log_format or ("json" if service else "console"), settings.log_level)
+    level = (
+        "WARNING" if ctx.invoked_subcommand == "demo" else settings.log_level
+    )  # the story speaks
+    configure(settings.log_format or ("json" if service else "console"), level)
 
 
 def summary(package: edxml.Package) -> str:
