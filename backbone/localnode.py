@@ -142,9 +142,14 @@ class LocalNode:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
         self.process = None
+        deadline = time.monotonic() + 15  # the VM's sockets outlive the script by a moment
+        while time.monotonic() < deadline and (
+            _port_open(self.amqp_port) or _port_open(self.mgmt_port)
+        ):
+            time.sleep(0.1)
 
-    def stop(self) -> None:
-        """Stop the node cleanly (falling back to a kill) and remove its files."""
+    def shutdown(self) -> None:
+        """Stop the node cleanly (falling back to a kill), keeping its data for a restart."""
         ctl = _find(_CTL_CANDIDATES, "rabbitmqctl")
         if self.process is not None and self.process.poll() is None and ctl is not None:
             subprocess.run(
@@ -157,4 +162,8 @@ class LocalNode:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
         self.kill()
+
+    def stop(self) -> None:
+        """Stop the node and remove its files."""
+        self.shutdown()
         shutil.rmtree(self.base, ignore_errors=True)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
@@ -54,6 +55,7 @@ from ..store import repository as repo
 
 log = get_logger("backbone.validator")
 TRANSIENT = (SQLAlchemyError, AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+TRANSIENT_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between in-place retries
 MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
 
 
@@ -150,38 +152,55 @@ class Validator:
                 self._in_flight.discard(task)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
-        """Process one submission; ack after its outputs are confirmed, else retry."""
+        """Process one submission; ack after its outputs are confirmed.
+
+        A transient failure (database, broker) is retried here with a growing pause before
+        the message is handed back, so a short outage does not use up its delivery limit;
+        an unexpected error is handed back at once, and past the limit it is quarantined.
+        """
         bound = log.bind(message_id=message.message_id, agency=message.routing_key)
-        try:
+        for attempt, pause in enumerate((*TRANSIENT_PAUSES, None), start=1):
             try:
-                accepted = await self.check(message)
-            except Rejection as rejection:
-                await self.reject(message, rejection)
-                bound.info(
-                    "rejected",
-                    check=rejection.check.value,
-                    code=rejection.issue.code,
-                    path=rejection.issue.path,
-                    document_id=_document_id(rejection.package),
+                await self._process(message, bound)
+            except TRANSIENT as exc:
+                if pause is None or self._stopping.is_set():
+                    bound.warning("transient failure; handed back for redelivery", error=repr(exc))
+                    await _settle(message, requeue=True)
+                    return
+                bound.warning("transient failure; retrying", error=repr(exc), attempt=attempt)
+                await asyncio.sleep(pause)
+            except Exception as exc:  # a bug: retried up to the delivery limit, then quarantined
+                bound.error(
+                    "unexpected failure; redelivered, then quarantined",
+                    error=repr(exc),
+                    exc_info=True,
                 )
+                await _settle(message, requeue=True)
+                return
             else:
-                await self.route(message, accepted)
-                bound.info(
-                    "accepted",
-                    document_id=accepted.package.document_id,
-                    backbone_id=accepted.backbone_id,
-                    kind=accepted.package.kind,
-                )
-        except TRANSIENT as exc:
-            bound.warning("transient failure; the message will be retried", error=repr(exc))
-            await _settle(message, requeue=True)
-        except Exception as exc:  # a bug: retried up to the delivery limit, then quarantined
-            bound.error(
-                "unexpected failure; retried, then quarantined", error=repr(exc), exc_info=True
+                await _settle(message)
+                return
+
+    async def _process(self, message: AbstractIncomingMessage, bound: Any) -> None:
+        try:
+            accepted = await self.check(message)
+        except Rejection as rejection:
+            await self.reject(message, rejection)
+            bound.info(
+                "rejected",
+                check=rejection.check.value,
+                code=rejection.issue.code,
+                path=rejection.issue.path,
+                document_id=_document_id(rejection.package),
             )
-            await _settle(message, requeue=True)
         else:
-            await _settle(message)
+            await self.route(message, accepted)
+            bound.info(
+                "accepted",
+                document_id=accepted.package.document_id,
+                backbone_id=accepted.backbone_id,
+                kind=accepted.package.kind,
+            )
 
     # --- the checks -----------------------------------------------------------------------
 
