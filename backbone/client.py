@@ -8,7 +8,7 @@
 
 ``Gateway`` is the same on pika, synchronous, for simple integrations. Redelivered copies
 of a document already handled (same backbone id) are acknowledged and dropped, so the
-application sees each document once.
+application sees each document (and each status) once.
 """
 
 from __future__ import annotations
@@ -161,21 +161,14 @@ class _Common:
             return self.verifier.verify(body).package
         return edxml.parse(body, self.limits)
 
-    def _is_copy(self, headers: dict[str, Any], recipient: str) -> bool:
-        """A redelivered copy of a document this gateway already handled for ``recipient``?"""
-        key = _copy_key(headers, recipient)
-        return key is not None and key in self._seen
+    def _is_copy(self, message_id: str | None) -> bool:
+        """A redelivered copy of something this gateway already handled? The backbone gives
+        each copy a stable message id: ``<backbone id>:<recipient>`` for a document."""
+        return message_id is not None and message_id in self._seen
 
-    def _handled(self, headers: dict[str, Any], recipient: str) -> None:
-        key = _copy_key(headers, recipient)
-        if key is not None:
-            self._seen.add(key)
-
-
-def _copy_key(headers: dict[str, Any], recipient: str) -> str | None:
-    """One document for one recipient (a gateway receives a copy per agency it serves)."""
-    backbone_id = headers.get("x-backbone-id")
-    return None if backbone_id is None else f"{backbone_id}:{recipient}"
+    def _handled(self, message_id: str | None) -> None:
+        if message_id is not None:
+            self._seen.add(message_id)
 
 
 class AsyncGateway(_Common):
@@ -246,7 +239,7 @@ class AsyncGateway(_Common):
     async def _deliver(self, message: AbstractIncomingMessage) -> Delivery | None:
         headers = dict(message.headers or {})
         recipient = message.routing_key or ""
-        if self._is_copy(headers, recipient):
+        if self._is_copy(message.message_id):
             await message.ack()
             return None
         package = self._read(message.body)
@@ -254,7 +247,7 @@ class AsyncGateway(_Common):
         async def settle(ack: bool, requeue: bool = False) -> None:
             if ack:
                 await message.ack()
-                self._handled(headers, recipient)
+                self._handled(message.message_id)
             else:
                 await message.reject(requeue=requeue)
 
@@ -318,21 +311,20 @@ class Gateway(_Common):
             if method is None:
                 break
             headers = dict(properties.headers or {})
-            if self._is_copy(headers, method.routing_key):
+            if self._is_copy(properties.message_id):
                 self._channel.basic_ack(method.delivery_tag)
                 continue
-            tag, recipient = method.delivery_tag, method.routing_key
+            tag, message_id = method.delivery_tag, properties.message_id
 
             def settle(
                 ack: bool,
                 requeue: bool = False,
                 tag: int = tag,
-                headers: dict[str, Any] = headers,
-                recipient: str = recipient,
+                message_id: str | None = message_id,
             ) -> None:
                 if ack:
                     self._channel.basic_ack(tag)
-                    self._handled(headers, recipient)
+                    self._handled(message_id)
                 else:
                     self._channel.basic_reject(tag, requeue=requeue)
 

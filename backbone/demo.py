@@ -27,6 +27,7 @@ from .config import Settings
 from .edxml.factory import File, new_document
 from .mgmt import Management
 from .store import migrate
+from .workers import tracker as tracking
 from .workers.validator import build
 
 MINISTRY, NGHE_AN, CAO_BANG = "000.00.00.G22", "000.00.00.H41", "000.00.00.H14"
@@ -117,6 +118,7 @@ async def _story(
     )
     await topology.declare_all(admin_url, settings.delivery_limit)
     validator, store = build(settings)
+    tracker, tracker_store = tracking.build(settings)
     registry = validator.registry
 
     console.print(
@@ -138,10 +140,15 @@ async def _story(
     await topology.declare_gateway(channel, GATEWAY, [SERVES])
     await connection.close()
 
-    ready = asyncio.Event()
-    worker = asyncio.create_task(validator.run(prefetch=16, ready=ready))
-    await asyncio.wait_for(ready.wait(), 30)
-    console.print("2. The validator is running (format, signature, sender, recipients, duplicates)")
+    workers = []
+    for worker in (validator, tracker):
+        ready = asyncio.Event()
+        workers.append(asyncio.create_task(worker.run(ready=ready)))
+        await asyncio.wait_for(ready.wait(), 30)
+    console.print(
+        "2. The validator (format, signature, sender, recipients, duplicates) and the "
+        "tracker (every document's lifecycle) are running"
+    )
 
     story = Story()
 
@@ -202,7 +209,7 @@ async def _story(
                 f"{AGENCIES[delivery.recipient]} and answers 01 on its behalf"
             )
 
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(1.5)
     async with AsyncGateway(url(MINISTRY), username=MINISTRY) as ministry:
         async for delivery in ministry.receive(topology.inbox(MINISTRY), timeout=2):
             await delivery.ack()
@@ -215,8 +222,10 @@ async def _story(
         )
     console.print(table)
     validator.stop()
-    await worker
+    tracker.stop()
+    await asyncio.gather(*workers)
     await store.close()
+    await tracker_store.close()
     console.rule("every document routed or refused with a reason; nothing lost")
 
 

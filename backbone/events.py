@@ -42,6 +42,7 @@ class Event(BaseModel):
     path: str | None = None  # on which element,
     value: str | None = None  # with which value
     message_id: str | None = None
+    package: str | None = None  # for statuses: the package (base64), which the tracker forwards
 
     @property
     def routing_key(self) -> str:

@@ -171,10 +171,22 @@ def run_validator(
     run_processes(get_settings(), processes, prefetch)
 
 
+@run_app.command("tracker")
+def run_tracker(
+    prefetch: Annotated[int, typer.Option(min=1, help="Events in flight.")] = 2000,
+) -> None:
+    """Record lifecycle events and forward statuses until SIGTERM."""
+    from ..workers.tracker import serve
+
+    asyncio.run(serve(get_settings(), prefetch))
+
+
 @run_app.command("all")
 def run_all(
     processes: Annotated[int, typer.Option(min=1, help="Validator processes.")] = 1,
-    prefetch: Annotated[int, typer.Option(min=1, help="Messages in flight per process.")] = 32,
+    prefetch: Annotated[int, typer.Option(min=1, help="Messages in flight per validator.")] = 32,
 ) -> None:
-    """Every worker the backbone has (today: the validator)."""
-    run_validator(processes, prefetch)
+    """The validator(s) and the tracker, until SIGTERM."""
+    from ..workers.validator import run_processes
+
+    run_processes(get_settings(), processes, prefetch, with_tracker=True)

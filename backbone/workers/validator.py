@@ -20,9 +20,9 @@ broker moves the message to ``backbone.quarantine``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import signal
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -30,28 +30,23 @@ from typing import Any
 
 import aio_pika
 from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
-    DeliveryMode,
 )
-from aio_pika.exceptions import AMQPError, PublishError
-from cryptography import x509
+from aio_pika.exceptions import AMQPError
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import edxml, signing, topology
 from ..agency import AgencyCode
 from ..config import Settings
-from ..edxml.factory import new_status
 from ..edxml.rules import TIMESTAMP_FORMAT
-from ..errors import ErrorCode, InvalidPackage, Issue, PackageError, SignatureError, truncate
+from ..errors import ErrorCode, InvalidPackage, Issue, PackageError, SignatureError
 from ..events import Event, Kind
 from ..logs import get_logger
 from ..registry import Registry
-from ..signing.pki import PrivateKey
 from ..store import Store
 from ..store import repository as repo
+from .outbox import Outbox, Signer, load_signer
 
 log = get_logger("backbone.validator")
 TRANSIENT = (SQLAlchemyError, AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -100,18 +95,17 @@ class Validator:
         store: Store,
         registry: Registry,
         verifier: signing.Verifier,
-        signer: tuple[PrivateKey, list[x509.Certificate]] | None = None,
+        signer: Signer | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.verifier = verifier
-        self.signer = signer
+        self.outbox = Outbox(settings, signer)
         self.limits = settings.limits
         self.subject_binding = signing.SubjectBinding(settings.cert_agency_attribute)
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        self.exchanges: dict[str, AbstractExchange] = {}
 
     # --- the consumer ---------------------------------------------------------------------
 
@@ -120,7 +114,7 @@ class Validator:
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=prefetch)
-            await self._bind_exchanges(channel)
+            await self.outbox.bind(channel)
             queue = await channel.get_queue(topology.VALIDATE, ensure=True)
             tag = await queue.consume(self._on_message)
             log.info("validator consuming", queue=topology.VALIDATE, prefetch=prefetch)
@@ -136,10 +130,6 @@ class Validator:
 
     def stop(self) -> None:
         self._stopping.set()
-
-    async def _bind_exchanges(self, channel: AbstractChannel) -> None:
-        for name in (topology.DELIVER, topology.EVENTS):
-            self.exchanges[name] = await channel.get_exchange(name, ensure=True)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -331,7 +321,7 @@ class Validator:
         package = accepted.package
         now = datetime.now(UTC)
         if isinstance(package, edxml.StatusPackage):
-            await self._route_status(message, package, now)
+            await self._route_status(message, package)
             return
         assert isinstance(package, edxml.DocumentPackage) and accepted.backbone_id is not None
         headers = {
@@ -348,39 +338,33 @@ class Validator:
             "document_id": package.document_id,
             "message_id": message.message_id,
         }
-        await self._event(Event(kind=Kind.ACCEPTED, **common))
+        await self.outbox.event(Event(kind=Kind.ACCEPTED, **common))
         for recipient in dict.fromkeys(r or "" for r in package.recipients):
-            delivered = await self._publish(
+            delivered = await self.outbox.deliver(
                 message.body, recipient, headers, f"{accepted.backbone_id}:{recipient}", "edoc"
             )
             kind = Kind.ROUTED if delivered else Kind.UNDELIVERABLE
-            await self._event(Event(kind=kind, recipient=recipient, **common))
+            await self.outbox.event(Event(kind=kind, recipient=recipient, **common))
 
     async def _route_status(
-        self, message: AbstractIncomingMessage, package: edxml.StatusPackage, now: datetime
+        self, message: AbstractIncomingMessage, package: edxml.StatusPackage
     ) -> None:
-        """Announce the status, and forward it to the agency its ResponseFor names."""
+        """Hand the status to the tracker, which checks who reported it and forwards it."""
         header = package.header
-        addressee = header.response_for.organ_id or ""
-        event = Event(
-            kind=Kind.STATUS,
-            sender=header.response_for.organ_id,
-            recipient=package.sender,
-            document_id=header.response_for.document_id,
-            status_code=header.status_code,
-            description=header.description,
-            message_id=message.message_id,
-            staff=header.staff_info.staff if header.staff_info else None,
-            occurred_at=_timestamp(header.timestamp),
+        await self.outbox.event(
+            Event(
+                kind=Kind.STATUS,
+                sender=header.response_for.organ_id,
+                recipient=package.sender,
+                document_id=header.response_for.document_id,
+                status_code=header.status_code,
+                description=header.description,
+                message_id=message.message_id,
+                staff=header.staff_info.staff if header.staff_info else None,
+                occurred_at=_timestamp(header.timestamp),
+                package=base64.b64encode(message.body).decode("ascii"),
+            )
         )
-        await self._event(event)
-        headers = {
-            "x-sender": package.sender,
-            "x-edxml-document-id": header.response_for.document_id,
-            "x-accepted-at": now.isoformat(),
-            "x-status-code": header.status_code,
-        }
-        await self._publish(message.body, addressee, headers, f"status:{event.event_id}", "status")
 
     async def reject(self, message: AbstractIncomingMessage, rejection: Rejection) -> None:
         """Event for the tracker, and a status 02 in the sender's inbox naming the fault."""
@@ -388,7 +372,7 @@ class Validator:
         package = rejection.package
         sender = message.routing_key or ""
         document_id = _document_id(package)
-        await self._event(
+        await self.outbox.event(
             Event(
                 kind=Kind.REJECTED,
                 sender=sender,
@@ -403,71 +387,12 @@ class Validator:
         )
         if not AgencyCode.is_valid(sender):
             return  # no inbox to tell: the event is the record
-        status = self._rejection_status(
-            sender, document_id or f"message:{message.message_id}", rejection
-        )
-        headers = {
-            "x-sender": self.settings.backbone_agency,
-            "x-rejected-message-id": message.message_id or "",
-            "x-rejection-check": rejection.check.value,
-            "x-rejection-code": issue.code,
-            "x-rejection-path": issue.path,
-            "x-rejection-value": issue.value or "",
-        }
-        await self._publish(status, sender, headers, f"rejection:{message.message_id}", "status")
-
-    def _rejection_status(self, sender: str, document_id: str, rejection: Rejection) -> bytes:
-        issue = rejection.issue
-        description = truncate(
-            f"Rejected by the backbone at check {rejection.check.value}: {issue}", 3900
-        )
-        status = new_status(
-            reporter=self.settings.backbone_agency,
-            document=edxml.ResponseFor(organ_id=sender, document_id=truncate(document_id, 200)),
-            status_code="02",
-            description=description,
-        )
-        if self.signer is None:
-            return edxml.build(status, validate=False)
-        key, certificates = self.signer
-        return signing.sign(status, key, certificates)
-
-    async def _publish(
-        self,
-        body: bytes,
-        recipient: str,
-        headers: Mapping[str, str | None],
-        message_id: str,
-        kind: str,
-    ) -> bool:
-        """One confirmed, mandatory publish to edoc.deliver; False if it was returned."""
-        outgoing = aio_pika.Message(
-            body,
-            headers={k: v for k, v in headers.items() if v is not None},
-            message_id=message_id,
-            type=kind,
-            content_type="application/xml",
-            delivery_mode=DeliveryMode.PERSISTENT,
-            timestamp=datetime.now(UTC),
-        )
-        try:
-            await self.exchanges[topology.DELIVER].publish(
-                outgoing, routing_key=recipient, mandatory=True
-            )
-        except PublishError:  # returned: no inbox, and the alternate exchange failed too
-            return False
-        return True
-
-    async def _event(self, event: Event) -> None:
-        await self.exchanges[topology.EVENTS].publish(
-            aio_pika.Message(
-                event.body(),
-                message_id=event.event_id,
-                content_type="application/json",
-                delivery_mode=DeliveryMode.PERSISTENT,
-                type=event.kind.value,
-            ),
-            routing_key=event.routing_key,
+        await self.outbox.reject(
+            sender,
+            document_id or f"message:{message.message_id}",
+            rejection.check.value,
+            issue,
+            message.message_id,
         )
 
 
@@ -504,31 +429,41 @@ def build(settings: Settings) -> tuple[Validator, Store]:
         )
     trust = signing.TrustStore.from_files(settings.trust_bundle, settings.crl_files)
     verifier = signing.Verifier(trust, None, allow_sha1=settings.allow_sha1, limits=settings.limits)
-    signer = None
-    if settings.backbone_key is not None and settings.backbone_cert is not None:
-        signer = (
-            signing.load_private_key(str(settings.backbone_key)),
-            signing.load_certificates(str(settings.backbone_cert)),
-        )
+    signer = load_signer(settings)
     store = Store(settings.database_url)
     registry = Registry(store, ttl=settings.registry_ttl)
     return Validator(settings, store, registry, verifier, signer), store
 
 
-async def serve(settings: Settings, prefetch: int) -> None:
-    """Run one validator until SIGTERM or SIGINT, then finish in-flight messages."""
+async def serve(settings: Settings, prefetch: int, with_tracker: bool = False) -> None:
+    """Run one validator (and the tracker) until SIGTERM or SIGINT, then finish in-flight
+    messages."""
+    from . import tracker as tracking
+
     validator, store = build(settings)
+    runs = [validator.run(prefetch=prefetch)]
+    stops = [validator.stop]
+    stores = [store]
+    if with_tracker:
+        tracker, tracker_store = tracking.build(settings)
+        runs.append(tracker.run())
+        stops.append(tracker.stop)
+        stores.append(tracker_store)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, validator.stop)
+        loop.add_signal_handler(signum, lambda: [stop() for stop in stops])
     try:
-        await validator.run(prefetch=prefetch)
+        await asyncio.gather(*runs)
     finally:
-        await store.close()
+        for each in stores:
+            await each.close()
 
 
-def run_processes(settings: Settings, processes: int, prefetch: int) -> None:
-    """``processes`` validators, each in its own process (one here, the rest spawned)."""
+def run_processes(
+    settings: Settings, processes: int, prefetch: int, *, with_tracker: bool = False
+) -> None:
+    """``processes`` validators, each in its own process (one here, the rest spawned); the
+    tracker, if asked, beside the validator of this process."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -539,7 +474,7 @@ def run_processes(settings: Settings, processes: int, prefetch: int) -> None:
     for child in children:
         child.start()
     try:
-        asyncio.run(serve(settings, prefetch))
+        asyncio.run(serve(settings, prefetch, with_tracker))
     finally:
         for child in children:
             if child.is_alive():

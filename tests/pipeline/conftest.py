@@ -22,6 +22,7 @@ from backbone.config import Settings
 from backbone.mgmt import Management
 from backbone.registry import Registry
 from backbone.store import migrate
+from backbone.workers import tracker as tracking
 from backbone.workers.validator import Validator, build
 
 from ..conftest import Signer
@@ -73,6 +74,7 @@ class Pipeline:
     registry: Registry
     validator: Validator
     signers: dict[str, Signer]
+    tracker: tracking.Tracker
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def url(self, user: str = "guest") -> str:
@@ -132,14 +134,18 @@ async def pipeline(
     )
     await topology.declare_all(settings.amqp_url, settings.delivery_limit)
     validator, store = build(settings)
-    world = Pipeline(broker, vhost, settings, validator.registry, validator, signers)
-    ready = asyncio.Event()
-    world.tasks.append(asyncio.create_task(validator.run(prefetch=16, ready=ready)))
-    await asyncio.wait_for(ready.wait(), 30)
+    tracker, tracker_store = tracking.build(settings)
+    world = Pipeline(broker, vhost, settings, validator.registry, validator, signers, tracker)
+    for worker in (validator, tracker):
+        ready = asyncio.Event()
+        world.tasks.append(asyncio.create_task(worker.run(ready=ready)))  # type: ignore[attr-defined]
+        await asyncio.wait_for(ready.wait(), 30)
     try:
         yield world
     finally:
         validator.stop()
+        tracker.stop()
         await asyncio.gather(*world.tasks, return_exceptions=True)
         await store.close()
+        await tracker_store.close()
         await asyncio.to_thread(broker.mgmt.delete_vhost, vhost)

@@ -1,0 +1,358 @@
+"""The tracker: the one writer of lifecycle state, fed by backbone.events.
+
+Events are recorded in batches, one transaction each, idempotently by event id, and acked
+only after the commit. Statuses are checked (the reporter received the document, or sent
+it, for a recall), applied by the rules of :mod:`backbone.lifecycle`, and forwarded: to the
+original sender, or for a recall to the recipients. A status whose document or routing the
+tracker has not seen yet is retried a few times before it is judged. If the database goes
+away, the same batch is retried with a growing pause: nothing acked is lost or reordered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import AMQPError
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .. import lifecycle, topology
+from ..config import Settings
+from ..errors import Issue
+from ..events import Event, Kind
+from ..logs import get_logger
+from ..store import Store
+from ..store.models import Delivery, Document
+from ..store.models import Event as EventRow
+from .outbox import Outbox, load_signer
+
+log = get_logger("backbone.tracker")
+MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
+DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not recorded yet
+DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
+
+
+@dataclass
+class _Item:
+    message: AbstractIncomingMessage
+    event: Event
+    attempts: int = 0
+
+    @property
+    def final(self) -> bool:
+        """No more waiting: judge it now."""
+        return self.attempts >= len(DEFERRALS)
+
+
+@dataclass
+class _Outgoing:
+    """A forward or a rejection, published before the batch commits (at least once)."""
+
+    forwards: list[tuple[bytes, str, dict[str, str | None], str]] = field(default_factory=list)
+    rejections: list[tuple[str, str, Issue, str | None]] = field(default_factory=list)
+
+
+class Tracker:
+    def __init__(
+        self, settings: Settings, store: Store, outbox: Outbox, *, batch: int = 500
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.outbox = outbox
+        self.batch = batch
+        self._pending: asyncio.Queue[_Item] = asyncio.Queue()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self, prefetch: int = 2000, ready: asyncio.Event | None = None) -> None:
+        connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await channel.set_qos(prefetch_count=prefetch)
+            await self.outbox.bind(channel)
+            queue = await channel.get_queue(topology.TRACKER, ensure=True)
+            tag = await queue.consume(self._on_message)
+            log.info("tracker consuming", queue=topology.TRACKER, prefetch=prefetch)
+            if ready is not None:
+                ready.set()
+            while not (self._stopping.is_set() and self._pending.empty()):
+                items = await self._take()
+                if items:
+                    await self._record(items)
+            await queue.cancel(tag)
+        finally:
+            await connection.close()
+            log.info("tracker stopped")
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            event = Event.model_validate_json(message.body)
+        except ValidationError as exc:
+            log.error(
+                "not an event; quarantined", error=str(exc)[:300], message_id=message.message_id
+            )
+            await message.reject(requeue=False)  # dead-lettered to the quarantine
+            return
+        await self._pending.put(_Item(message, event))
+
+    async def _take(self) -> list[_Item]:
+        """Up to ``batch`` items: what is there, after waiting a moment for the first."""
+        try:
+            first = await asyncio.wait_for(self._pending.get(), timeout=0.2)
+        except TimeoutError:
+            return []
+        items = [first]
+        while len(items) < self.batch and not self._pending.empty():
+            items.append(self._pending.get_nowait())
+        return items
+
+    async def _record(self, items: list[_Item]) -> None:
+        pauses = iter(DATABASE_PAUSES)
+        while True:
+            try:
+                async with self.store.transaction() as session:
+                    deferred, outgoing = await self._apply(session, items)
+                    await self._publish(outgoing)  # before the commit: at least once
+                break
+            except (SQLAlchemyError, OSError) as exc:
+                pause = next(pauses, DATABASE_PAUSES[-1])
+                log.warning(
+                    "database unavailable; retrying the batch",
+                    error=repr(exc)[:300],
+                    events=len(items),
+                    pause=pause,
+                )
+                await asyncio.sleep(pause)
+        loop = asyncio.get_running_loop()
+        for item in items:
+            if any(item is d for d in deferred):
+                item.attempts += 1
+                loop.call_later(DEFERRALS[item.attempts - 1], self._pending.put_nowait, item)
+                continue
+            try:
+                await item.message.ack()
+            except AMQPError as exc:  # recorded already: the redelivery is skipped by event id
+                log.warning("could not ack; the event will be redelivered", error=repr(exc))
+
+    async def _publish(self, outgoing: _Outgoing) -> None:
+        for body, to, headers, message_id in outgoing.forwards:
+            await self.outbox.deliver(body, to, headers, message_id, "status")
+        for to, document_id, issue, rejected_id in outgoing.rejections:
+            await self.outbox.reject(to, document_id, "tracker", issue, rejected_id)
+
+    async def _apply(
+        self, session: AsyncSession, items: list[_Item]
+    ) -> tuple[list[_Item], _Outgoing]:
+        """Record a batch; return the items to try again later, and what to publish."""
+        ids = [i.event.event_id for i in items]
+        known = set(
+            (
+                await session.execute(select(EventRow.event_id).where(EventRow.event_id.in_(ids)))
+            ).scalars()
+        )
+        fresh = []
+        for item in items:
+            if item.event.event_id not in known:
+                known.add(item.event.event_id)
+                fresh.append(item)
+        documents = await _documents(session, [i.event for i in fresh])
+        deliveries = await _deliveries(session, {d.id for d in documents.values()})
+        deferred: list[_Item] = []
+        outgoing = _Outgoing()
+        for item in fresh:
+            event = item.event
+            if event.kind is Kind.STATUS:
+                row = self._status(session, item, documents, deliveries, outgoing)
+                if row is None:
+                    deferred.append(item)
+                    continue
+            else:
+                row = _row(event, event.backbone_id, event.kind.value)
+                if event.kind in (Kind.ROUTED, Kind.UNDELIVERABLE) and event.backbone_id:
+                    _transport(session, deliveries, event)
+            session.add(row)
+        return deferred, outgoing
+
+    def _status(
+        self,
+        session: AsyncSession,
+        item: _Item,
+        documents: dict[tuple[str, str], Document],
+        deliveries: dict[tuple[str, str], Delivery],
+        outgoing: _Outgoing,
+    ) -> EventRow | None:
+        """Check, apply and forward one status; None to wait for its routing a little more."""
+        event = item.event
+        reporter, code = event.recipient or "", event.status_code or ""
+        recall = code == lifecycle.RECALL
+        document = documents.get(
+            (reporter if recall else event.sender or "", event.document_id or "")
+        )
+        if document is None:
+            if not item.final:
+                return None
+            return self._refuse(
+                event,
+                None,
+                f"the backbone routed no such document from {event.sender} to this agency",
+                outgoing,
+            )
+        if recall:
+            targets = [
+                d
+                for (pk, r), d in deliveries.items()
+                if pk == document.id and (event.sender in (None, reporter) or r == event.sender)
+            ]
+            if not targets:
+                if not item.final:
+                    return None
+                return self._refuse(
+                    event, document.id, "a recall names no recipient of the document", outgoing
+                )
+            for target in targets:
+                _stamp(target, code, event)
+                outgoing.forwards.append(_forward(event, target.recipient, document))
+            return _row(event, document.id, Kind.STATUS.value)
+        delivery = deliveries.get((document.id, reporter))
+        if delivery is None:
+            if not item.final:
+                return None
+            return self._refuse(
+                event,
+                document.id,
+                "this agency is neither the sender nor a recipient of the document",
+                outgoing,
+            )
+        recall_open = delivery.recall_requested_at is not None and (
+            delivery.recall_agreed_at is None and delivery.recall_refused_at is None
+        )
+        verdict = lifecycle.judge(delivery.status_code, code, recall_open)
+        if verdict.anomaly is not None:
+            row = _row(event, document.id, "anomaly")
+            row.description = verdict.anomaly
+            return row
+        delivery.status_code = verdict.current
+        _stamp(delivery, code, event)
+        outgoing.forwards.append(_forward(event, document.sender, document))
+        return _row(event, document.id, Kind.STATUS.value)
+
+    def _refuse(
+        self, event: Event, document_pk: str | None, why: str, outgoing: _Outgoing
+    ) -> EventRow:
+        reporter = event.recipient or ""
+        issue = Issue.of(
+            "status-refused",
+            f"{MESSAGE_HEADER}/From/OrganId",
+            f"status {event.status_code} refused: {why}",
+            reporter,
+        )
+        outgoing.rejections.append((reporter, event.document_id or "", issue, event.message_id))
+        row = _row(event, document_pk, "anomaly")
+        row.description = f"refused: {why}"
+        return row
+
+
+def _row(event: Event, document_pk: str | None, kind: str) -> EventRow:
+    return EventRow(
+        event_id=event.event_id,
+        document_pk=document_pk,
+        sender=event.sender,
+        edxml_document_id=event.document_id,
+        recipient=event.recipient,
+        kind=kind,
+        status_code=event.status_code,
+        description=event.description
+        if event.kind is not Kind.REJECTED
+        else f"[{event.check}] [{event.code}] {event.path}: {event.description}",
+        staff=event.staff,
+        occurred_at=event.occurred_at,
+        recorded_at=event.recorded_at,
+    )
+
+
+def _stamp(delivery: Delivery, code: str, event: Event) -> None:
+    column = lifecycle.COLUMN.get(code)
+    if column is not None and getattr(delivery, column) is None:
+        setattr(delivery, column, event.recorded_at)
+    delivery.updated_at = datetime.now(UTC)
+
+
+def _forward(
+    event: Event, to: str, document: Document
+) -> tuple[bytes, str, dict[str, str | None], str]:
+    headers: dict[str, str | None] = {
+        "x-backbone-id": document.id,
+        "x-sender": event.recipient,
+        "x-edxml-document-id": event.document_id,
+        "x-status-code": event.status_code,
+        "x-accepted-at": event.recorded_at.isoformat(),
+    }
+    return base64.b64decode(event.package or ""), to, headers, f"status:{event.event_id}:{to}"
+
+
+def _transport(
+    session: AsyncSession, deliveries: dict[tuple[str, str], Delivery], event: Event
+) -> None:
+    key = (event.backbone_id or "", event.recipient or "")
+    delivery = deliveries.get(key)
+    if delivery is None:
+        delivery = Delivery(document_pk=key[0], recipient=key[1], transport_state=event.kind.value)
+        session.add(delivery)
+        deliveries[key] = delivery
+    delivery.transport_state = event.kind.value
+    if event.kind is Kind.ROUTED and delivery.routed_at is None:
+        delivery.routed_at = event.recorded_at
+    delivery.updated_at = datetime.now(UTC)
+
+
+async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[str, str], Document]:
+    """The documents these events are about, by (sender, DocumentId) and by backbone id."""
+    backbone_ids = {e.backbone_id for e in events if e.backbone_id}
+    document_ids = {e.document_id for e in events if e.kind is Kind.STATUS and e.document_id}
+    found: dict[tuple[str, str], Document] = {}
+    queries = []
+    if backbone_ids:
+        queries.append(select(Document).where(Document.id.in_(backbone_ids)))
+    if document_ids:
+        queries.append(select(Document).where(Document.document_id.in_(document_ids)))
+    for query in queries:
+        for document in (await session.execute(query)).scalars():
+            found[(document.sender, document.document_id)] = document
+            found[("#", document.id)] = document
+    return found
+
+
+async def _deliveries(
+    session: AsyncSession, document_pks: set[str]
+) -> dict[tuple[str, str], Delivery]:
+    if not document_pks:
+        return {}
+    rows = await session.execute(select(Delivery).where(Delivery.document_pk.in_(document_pks)))
+    return {(d.document_pk, d.recipient): d for d in rows.scalars()}
+
+
+def build(settings: Settings) -> tuple[Tracker, Store]:
+    store = Store(settings.database_url)
+    return Tracker(settings, store, Outbox(settings, load_signer(settings))), store
+
+
+async def serve(settings: Settings, prefetch: int = 2000) -> None:
+    """Run the tracker until SIGTERM or SIGINT; what it holds unacked is redelivered."""
+    tracker, store = build(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, tracker.stop)
+    try:
+        await tracker.run(prefetch=prefetch)
+    finally:
+        await store.close()
