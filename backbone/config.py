@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -53,6 +54,13 @@ class Settings(BaseSettings):
     )
     registry_ttl: float = Field(
         5.0, ge=0, description="seconds a worker trusts a cached registry answer"
+    )
+    timezone: str = Field("Asia/Ho_Chi_Minh", description="where reports count days and noons")
+    holidays: list[date] = Field(
+        default_factory=list, description="public holidays, a JSON list of dates, for Decision 28"
+    )
+    stuck_after_hours: float = Field(
+        72.0, gt=0, description="a delivery not final after this long is reported as stuck"
     )
     pki_dir: Path = Field(Path("pki"), description="the development PKI's directory")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

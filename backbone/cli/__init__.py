@@ -143,3 +143,4 @@ def demo() -> None:
 from . import agencies as _agencies  # noqa: E402,F401
 from . import pipeline as _pipeline  # noqa: E402,F401
 from . import signatures as _signatures  # noqa: E402,F401
+from . import tracking as _tracking  # noqa: E402,F401

@@ -147,6 +147,7 @@ class Document(Base):
         UniqueConstraint("sender", "document_id"),
         Index(None, "state", "submitted_at"),
         Index(None, "accepted_at"),
+        Index(None, "promulgation_date"),
     )
 
 
@@ -196,6 +197,7 @@ class Event(Base):
     recipient: Mapped[str | None] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(40))
     status_code: Mapped[str | None] = mapped_column(String(2))
+    reason_code: Mapped[str | None] = mapped_column(String(40))  # rejections: why
     description: Mapped[str | None] = mapped_column(Text)
     staff: Mapped[str | None] = mapped_column(String(500))
     occurred_at: Mapped[datetime | None]

@@ -259,6 +259,7 @@ class Tracker:
         outgoing.rejections.append((reporter, event.document_id or "", issue, event.message_id))
         row = _row(event, document_pk, "anomaly")
         row.description = f"refused: {why}"
+        row.reason_code = issue.code
         return row
 
 
@@ -277,6 +278,7 @@ def _row(event: Event, document_pk: str | None, kind: str) -> EventRow:
         staff=event.staff,
         occurred_at=event.occurred_at,
         recorded_at=event.recorded_at,
+        reason_code=event.code,
     )
 
 

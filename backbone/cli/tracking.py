@@ -1,0 +1,240 @@
+"""Commands of the tracker: status and report."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import or_, select
+from sqlalchemy.exc import DBAPIError
+
+from ..config import get_settings
+from ..report import Report, Reporter
+from ..store import Store
+from ..store.models import Delivery, Document, Event
+from . import app
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _run(work: Any) -> Any:
+    settings = get_settings()
+
+    async def run() -> Any:
+        store = Store(settings.database_url)
+        try:
+            async with store.sessions() as session:
+                return await work(session)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except DBAPIError as exc:
+        text = str(exc.orig)
+        if "no such table" in text or "does not exist" in text:
+            raise _fail(
+                f"the database {settings.database_url} is not set up: run `backbone init`"
+            ) from None
+        raise _fail(f"database error: {text}") from None
+
+
+@app.command()
+def status(
+    document_id: Annotated[str, typer.Argument(help="The edXML DocumentId or the backbone id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+) -> None:
+    """The lifecycle of a document, per recipient: current status and every event."""
+
+    async def work(session: Any) -> list[dict[str, Any]]:
+        documents = (
+            (
+                await session.execute(
+                    select(Document).where(
+                        or_(Document.id == document_id, Document.document_id == document_id)
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        found = []
+        for document in documents:
+            deliveries = (
+                (
+                    await session.execute(
+                        select(Delivery)
+                        .where(Delivery.document_pk == document.id)
+                        .order_by(Delivery.recipient)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            events = (
+                (
+                    await session.execute(
+                        select(Event)
+                        .where(Event.document_pk == document.id)
+                        .order_by(Event.recorded_at, Event.id)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            found.append(
+                {
+                    "backbone_id": document.id,
+                    "sender": document.sender,
+                    "document_id": document.document_id,
+                    "subject": document.subject,
+                    "accepted_at": _iso(document.accepted_at),
+                    "recipients": [
+                        {
+                            "recipient": d.recipient,
+                            "transport": d.transport_state,
+                            "status": d.status_code,
+                            "timeline": [
+                                {
+                                    "kind": e.kind,
+                                    "status": e.status_code,
+                                    "description": e.description,
+                                    "occurred_at": _iso(e.occurred_at),
+                                    "recorded_at": _iso(e.recorded_at),
+                                }
+                                for e in events
+                                if e.recipient == d.recipient
+                            ],
+                        }
+                        for d in deliveries
+                    ],
+                }
+            )
+        return found
+
+    found = _run(work)
+    if not found:
+        raise _fail(f"no document {document_id!r}")
+    if as_json:
+        typer.echo(json.dumps(found if len(found) > 1 else found[0], ensure_ascii=False, indent=2))
+        return
+    console = Console()
+    for document in found:
+        console.print(
+            f"[bold]{document['document_id']}[/bold] from {document['sender']} "
+            f"(backbone id {document['backbone_id']}, accepted {document['accepted_at']})"
+        )
+        for recipient in document["recipients"]:
+            table = Table(
+                "event",
+                "status",
+                "package time",
+                "backbone time",
+                "description",
+                title=f"{recipient['recipient']}: {recipient['transport']}, "
+                f"current status {recipient['status'] or '-'}",
+            )
+            for e in recipient["timeline"]:
+                table.add_row(
+                    e["kind"],
+                    e["status"] or "",
+                    e["occurred_at"] or "",
+                    e["recorded_at"] or "",
+                    e["description"] or "",
+                )
+            console.print(table)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+@app.command()
+def report(
+    since: Annotated[str | None, typer.Option(help="First day (YYYY-MM-DD) [30 days ago].")] = None,
+    until: Annotated[str | None, typer.Option(help="Last day, included [today].")] = None,
+    under: Annotated[str | None, typer.Option(help="Only this agency and the units below.")] = None,
+    format_: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+) -> None:
+    """The figures governments report: volumes per agency and level, how many agencies
+    answer with 5+, 3-4, 1-2 or no statuses, time to 01 and 03, stuck and late documents,
+    rejections by reason."""
+    if format_ not in ("table", "json", "csv"):
+        raise _fail("--format is table, json or csv")
+    settings = get_settings()
+    try:
+        first = date.fromisoformat(since) if since else date.today() - timedelta(days=30)
+        last = date.fromisoformat(until) if until else date.today()
+    except ValueError as exc:
+        raise _fail(f"dates are YYYY-MM-DD: {exc}") from None
+    start = datetime.combine(first, time(0), UTC)
+    end = datetime.combine(last + timedelta(days=1), time(0), UTC)
+
+    async def work(session: Any) -> Report:
+        reporter = Reporter(
+            session,
+            settings.timezone,
+            settings.holidays,
+            timedelta(hours=settings.stuck_after_hours),
+        )
+        return await reporter.build(start, end, under)
+
+    result: Report = _run(work)
+    if format_ == "json":
+        typer.echo(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    elif format_ == "csv":
+        typer.echo(_csv(result), nl=False)
+    else:
+        _tables(result)
+
+
+def _rows(result: Report) -> list[tuple[str, str, object]]:
+    rows: list[tuple[str, str, object]] = [("documents", "total", result.documents)]
+    rows += [("sent", agency, n) for agency, n in sorted(result.sent.items())]
+    rows += [("received", agency, n) for agency, n in sorted(result.received.items())]
+    rows += [("sent by level", level, n) for level, n in sorted(result.sent_by_level.items())]
+    rows += [
+        ("received by level", level, n) for level, n in sorted(result.received_by_level.items())
+    ]
+    rows += [("agencies answering", bucket, n) for bucket, n in result.answering.items()]
+    rows += [("not answering", agency, "") for agency in result.not_answering]
+    for name, p in (("routing to 01", result.to_01), ("routing to 03", result.to_03)):
+        rows += [(name, "count", p.count), (name, "median s", p.median_s), (name, "p95 s", p.p95_s)]
+    rows += [("stuck deliveries", "count", result.stuck), ("late documents", "count", result.late)]
+    rows += [("rejections", reason, n) for reason, n in sorted(result.rejections.items())]
+    return rows
+
+
+def _csv(result: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["figure", "key", "value"])
+    writer.writerows(_rows(result))
+    return out.getvalue()
+
+
+def _tables(result: Report) -> None:
+    table = Table(
+        "figure",
+        "key",
+        "value",
+        title=f"Report {result.since:%Y-%m-%d} to {result.until - timedelta(days=1):%Y-%m-%d}"
+        + (f" under {result.under}" if result.under else ""),
+    )
+    for figure, key, value in _rows(result):
+        table.add_row(
+            figure,
+            key,
+            "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value),
+        )
+    Console().print(table)
