@@ -2,8 +2,9 @@
 
 Pure rules, no I/O; the tracker applies them. Statuses arrive out of order, twice, or
 after a final one: the current status is the furthest reached and never moves back;
-02 (refused) and 06 (done) are final; 13 (recall, from the sender) opens a recall that
-15 or 16 closes. What makes no sense is kept as an anomaly and not applied.
+02 (refused) and 06 (done) are final, and a status issued after them is an anomaly;
+13 (recall, from the sender) opens a recall that 15 or 16 closes. What makes no sense is
+kept as an anomaly and not applied.
 """
 
 from __future__ import annotations
@@ -35,14 +36,21 @@ class Verdict:
     anomaly: str | None = None
 
 
-def judge(current: str | None, code: str, recall_open: bool) -> Verdict:
-    """What a status ``code`` does to a delivery whose current status is ``current``."""
+def judge(current: str | None, code: str, recall_open: bool, after_final: bool = True) -> Verdict:
+    """What a status ``code`` does to a delivery whose current status is ``current``.
+
+    ``after_final``: the status was issued (package time) after the final status reached.
+    Statuses overtake each other on the way; one issued before 06 but arriving after it
+    belongs in the timeline, it contradicts nothing.
+    """
     if code == RECALL:
         return Verdict(current)
     if code in RECALL_ANSWERS:
         if not recall_open:
             return Verdict(current, f"{code} answers a recall, but no recall (13) is open")
         return Verdict(current)
+    if current in FINAL and code != current and not after_final:
+        return Verdict(current)  # an earlier status that arrived late
     if code == "02":
         if current == "06":
             return Verdict(current, "02 (refused) after 06 (done): 06 is final")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import signal
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -68,7 +70,8 @@ class Tracker:
         self.store = store
         self.outbox = outbox
         self.batch = batch
-        self._pending: asyncio.Queue[_Item] = asyncio.Queue()
+        self._pending: deque[_Item] = deque()
+        self._arrived = asyncio.Event()
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -85,7 +88,7 @@ class Tracker:
             log.info("tracker consuming", queue=topology.TRACKER, prefetch=prefetch)
             if ready is not None:
                 ready.set()
-            while not (self._stopping.is_set() and self._pending.empty()):
+            while not (self._stopping.is_set() and not self._pending):
                 items = await self._take()
                 if items:
                     await self._record(items)
@@ -103,17 +106,22 @@ class Tracker:
             )
             await message.reject(requeue=False)  # dead-lettered to the quarantine
             return
-        await self._pending.put(_Item(message, event))
+        self._add(_Item(message, event))
+
+    def _add(self, item: _Item) -> None:
+        self._pending.append(item)
+        self._arrived.set()
 
     async def _take(self) -> list[_Item]:
-        """Up to ``batch`` items: what is there, after waiting a moment for the first."""
-        try:
-            first = await asyncio.wait_for(self._pending.get(), timeout=0.2)
-        except TimeoutError:
-            return []
-        items = [first]
-        while len(items) < self.batch and not self._pending.empty():
-            items.append(self._pending.get_nowait())
+        """Up to ``batch`` items: what is there, after waiting a moment for the first. (A
+        deque and an event: ``wait_for(queue.get())`` can lose an item on a timeout.)"""
+        if not self._pending:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout=0.2)
+        items: list[_Item] = []
+        while self._pending and len(items) < self.batch:
+            items.append(self._pending.popleft())
         return items
 
     async def _record(self, items: list[_Item]) -> None:
@@ -137,7 +145,7 @@ class Tracker:
         for item in items:
             if any(item is d for d in deferred):
                 item.attempts += 1
-                loop.call_later(DEFERRALS[item.attempts - 1], self._pending.put_nowait, item)
+                loop.call_later(DEFERRALS[item.attempts - 1], self._add, item)
                 continue
             try:
                 await item.message.ack()
@@ -172,7 +180,7 @@ class Tracker:
         for item in fresh:
             event = item.event
             if event.kind is Kind.STATUS:
-                row = self._status(session, item, documents, deliveries, outgoing)
+                row = await self._status(session, item, documents, deliveries, outgoing)
                 if row is None:
                     deferred.append(item)
                     continue
@@ -183,7 +191,7 @@ class Tracker:
             session.add(row)
         return deferred, outgoing
 
-    def _status(
+    async def _status(
         self,
         session: AsyncSession,
         item: _Item,
@@ -236,7 +244,8 @@ class Tracker:
         recall_open = delivery.recall_requested_at is not None and (
             delivery.recall_agreed_at is None and delivery.recall_refused_at is None
         )
-        verdict = lifecycle.judge(delivery.status_code, code, recall_open)
+        after_final = await _after_final(session, delivery, event)
+        verdict = lifecycle.judge(delivery.status_code, code, recall_open, after_final)
         if verdict.anomaly is not None:
             row = _row(event, document.id, "anomaly")
             row.description = verdict.anomaly
@@ -261,6 +270,30 @@ class Tracker:
         row.description = f"refused: {why}"
         row.reason_code = issue.code
         return row
+
+
+async def _after_final(session: AsyncSession, delivery: Delivery, event: Event) -> bool:
+    """Was this status issued after the final status the delivery reached? (Ties: no.)"""
+    if delivery.status_code not in lifecycle.FINAL or event.occurred_at is None:
+        return True
+    final_at = (
+        await session.execute(
+            select(EventRow.occurred_at)
+            .where(
+                EventRow.document_pk == delivery.document_pk,
+                EventRow.recipient == delivery.recipient,
+                EventRow.kind == Kind.STATUS.value,
+                EventRow.status_code == delivery.status_code,
+            )
+            .order_by(EventRow.id)
+            .limit(1)
+        )
+    ).scalar_one_or_none()
+    if final_at is None:
+        return True
+    if final_at.tzinfo is None:  # SQLite hands timestamps back without their zone
+        final_at = final_at.replace(tzinfo=UTC)
+    return event.occurred_at > final_at
 
 
 def _row(event: Event, document_pk: str | None, kind: str) -> EventRow:

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from backbone.registry import Registry
-from backbone.store import Store, migrate
+from backbone.store import Store
 
-POSTGRES_ADMIN = os.environ.get(
-    "BACKBONE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
-
-
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-def _postgres_reachable() -> str | None:
-    try:
-        asyncio.run(asyncio.wait_for(_admin("SELECT 1"), timeout=5))
-    except Exception as exc:  # any failure means: not here
-        return f"PostgreSQL is not reachable at {POSTGRES_ADMIN}: {exc}"
-    return None
+from ..databases import migrated, postgres_unreachable
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -42,22 +19,10 @@ def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A migrated, empty database of each engine, shared by the session's tests."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'backbone.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    unreachable = _postgres_reachable()
-    if unreachable:
+    if request.param == "postgresql" and (unreachable := postgres_unreachable()):
         pytest.skip(unreachable)
-    name = f"backbone_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        migrate.upgrade(url)
+    with migrated(request.param, tmp_path_factory.mktemp("db")) as url:
         yield url
-    finally:
-        asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest.fixture

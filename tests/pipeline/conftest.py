@@ -21,11 +21,11 @@ from backbone import localnode, signing, topology
 from backbone.config import Settings
 from backbone.mgmt import Management
 from backbone.registry import Registry
-from backbone.store import migrate
 from backbone.workers import tracker as tracking
 from backbone.workers.validator import Validator, build
 
 from ..conftest import Signer
+from ..databases import migrated
 
 PASSWORD = "secret"
 
@@ -108,19 +108,26 @@ async def declare(url: str, work: object) -> None:
 
 
 @pytest.fixture
+def pipeline_database(tmp_path: Path) -> Iterator[str]:
+    """The pipeline's database: SQLite; a module may ask for PostgreSQL too."""
+    with migrated("sqlite", tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
 async def pipeline(
     broker: Broker,
     tmp_path: Path,
     pki: signing.Pki,
     signers: dict[str, Signer],
+    pipeline_database: str,
 ) -> AsyncIterator[Pipeline]:
     vhost = f"test-{uuid.uuid4().hex[:10]}"
     await asyncio.to_thread(broker.mgmt.add_vhost, vhost)
     await asyncio.to_thread(
         broker.mgmt.set_permissions, vhost, "guest", configure=".*", write=".*", read=".*"
     )
-    database = f"sqlite:///{tmp_path / 'backbone.db'}"
-    await asyncio.to_thread(migrate.upgrade, database)
+    database = pipeline_database
     backbone = pki.issue("000.00.00.B00", tmp_path / "backbone-cert", name="Backbone")
     settings = Settings(
         amqp_url=broker.url(vhost),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -14,12 +16,22 @@ from backbone.store.models import Delivery, Document
 from backbone.store.models import Event as EventRow
 
 from ..conftest import SENDER, make_document
+from ..databases import migrated, postgres_unreachable
 from .conftest import Pipeline
 from .test_reliability import wait_for
 from .test_routing import raw_drain
 
 pytestmark = pytest.mark.pipeline
 A, B = "000.00.00.H41", "000.00.00.H14"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def pipeline_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The lifecycle runs on both engines."""
+    if request.param == "postgresql" and (unreachable := postgres_unreachable()):
+        pytest.skip(unreachable)
+    with migrated(request.param, tmp_path) as url:
+        yield url
 
 
 async def setup(pipeline: Pipeline, recipients: tuple[str, ...] = (A,)) -> edxml.DocumentPackage:
@@ -84,7 +96,15 @@ async def settled(
             and len(await events(pipeline, package, "anomaly")) >= anomalies
         )
 
-    await wait_for(done, 30)
+    try:
+        await wait_for(done, 30)
+    except AssertionError:
+        recorded = [
+            (e.kind, e.status_code, e.description)
+            for k in ("status", "anomaly")
+            for e in await events(pipeline, package, k)
+        ]
+        raise AssertionError(f"recorded so far: {recorded}") from None
 
 
 async def test_the_happy_path_and_forwarding(pipeline: Pipeline) -> None:
@@ -124,6 +144,7 @@ async def test_contradictions_are_anomalies(pipeline: Pipeline) -> None:
     package = await setup(pipeline)
     await report(pipeline, package, A, "01", "02")
     await settled(pipeline, package, 2)
+    await asyncio.sleep(1.1)  # package times have whole seconds: issue 06 visibly after 02
     await report(pipeline, package, A, "06")
     await settled(pipeline, package, 2, anomalies=1)
     assert (await state(pipeline, package)).status_code == "02"
