@@ -173,7 +173,7 @@ def run_validator(
 
 @run_app.command("tracker")
 def run_tracker(
-    prefetch: Annotated[int, typer.Option(min=1, help="Events in flight.")] = 2000,
+    prefetch: Annotated[int, typer.Option(min=1, help="Events in flight.")] = 5000,
 ) -> None:
     """Record lifecycle events and forward statuses until SIGTERM."""
     from ..workers.tracker import serve

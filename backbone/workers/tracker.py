@@ -22,7 +22,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -60,11 +60,13 @@ class _Outgoing:
 
     forwards: list[tuple[bytes, str, dict[str, str | None], str]] = field(default_factory=list)
     rejections: list[tuple[str, str, Issue, str | None]] = field(default_factory=list)
+    # package times of the statuses applied in this batch (not inserted until its end)
+    issued: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
 
 
 class Tracker:
     def __init__(
-        self, settings: Settings, store: Store, outbox: Outbox, *, batch: int = 500
+        self, settings: Settings, store: Store, outbox: Outbox, *, batch: int = 1000
     ) -> None:
         self.settings = settings
         self.store = store
@@ -72,12 +74,13 @@ class Tracker:
         self.batch = batch
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
+        self._deferred = 0  # items waiting to be tried again (unacked, older tags)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self, prefetch: int = 2000, ready: asyncio.Event | None = None) -> None:
+    async def run(self, prefetch: int = 5000, ready: asyncio.Event | None = None) -> None:
         connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -142,21 +145,40 @@ class Tracker:
                 )
                 await asyncio.sleep(pause)
         loop = asyncio.get_running_loop()
-        for item in items:
-            if any(item is d for d in deferred):
-                item.attempts += 1
-                loop.call_later(DEFERRALS[item.attempts - 1], self._add, item)
-                continue
-            try:
-                await item.message.ack()
-            except AMQPError as exc:  # recorded already: the redelivery is skipped by event id
-                log.warning("could not ack; the event will be redelivered", error=repr(exc))
+        waiting = {id(d) for d in deferred}
+        for item in deferred:
+            item.attempts += 1
+            self._deferred += 1
+            loop.call_later(DEFERRALS[item.attempts - 1], self._readd, item)
+        done = [item for item in items if id(item) not in waiting]
+        try:
+            if done and not self._deferred and not any(i.attempts for i in self._pending):
+                # nothing older is unacked: one frame acknowledges the whole batch
+                await max(done, key=lambda i: i.message.delivery_tag or 0).message.ack(
+                    multiple=True
+                )
+            else:
+                for item in done:
+                    await item.message.ack()
+        except AMQPError as exc:  # recorded already: the redelivery is skipped by event id
+            log.warning("could not ack; the events will be redelivered", error=repr(exc))
+
+    def _readd(self, item: _Item) -> None:
+        self._deferred -= 1
+        self._add(item)
 
     async def _publish(self, outgoing: _Outgoing) -> None:
-        for body, to, headers, message_id in outgoing.forwards:
-            await self.outbox.deliver(body, to, headers, message_id, "status")
-        for to, document_id, issue, rejected_id in outgoing.rejections:
-            await self.outbox.reject(to, document_id, "tracker", issue, rejected_id)
+        """All at once: the broker's confirms come back pipelined."""
+        await asyncio.gather(
+            *(
+                self.outbox.deliver(body, to, headers, message_id, "status")
+                for body, to, headers, message_id in outgoing.forwards
+            ),
+            *(
+                self.outbox.reject(to, document_id, "tracker", issue, rejected_id)
+                for to, document_id, issue, rejected_id in outgoing.rejections
+            ),
+        )
 
     async def _apply(
         self, session: AsyncSession, items: list[_Item]
@@ -177,6 +199,7 @@ class Tracker:
         deliveries = await _deliveries(session, {d.id for d in documents.values()})
         deferred: list[_Item] = []
         outgoing = _Outgoing()
+        rows: list[dict[str, object]] = []
         for item in fresh:
             event = item.event
             if event.kind is Kind.STATUS:
@@ -188,7 +211,10 @@ class Tracker:
                 row = _row(event, event.backbone_id, event.kind.value)
                 if event.kind in (Kind.ROUTED, Kind.UNDELIVERABLE) and event.backbone_id:
                     _transport(session, deliveries, event)
-            session.add(row)
+            rows.append(row)
+        if rows:
+            await session.flush()  # deliveries first: events refer to their documents only
+            await session.execute(insert(EventRow), rows)  # one statement, no ORM objects
         return deferred, outgoing
 
     async def _status(
@@ -198,7 +224,7 @@ class Tracker:
         documents: dict[tuple[str, str], Document],
         deliveries: dict[tuple[str, str], Delivery],
         outgoing: _Outgoing,
-    ) -> EventRow | None:
+    ) -> dict[str, object] | None:
         """Check, apply and forward one status; None to wait for its routing a little more."""
         event = item.event
         reporter, code = event.recipient or "", event.status_code or ""
@@ -244,20 +270,21 @@ class Tracker:
         recall_open = delivery.recall_requested_at is not None and (
             delivery.recall_agreed_at is None and delivery.recall_refused_at is None
         )
-        after_final = await _after_final(session, delivery, event)
+        after_final = await _after_final(session, delivery, event, outgoing.issued)
         verdict = lifecycle.judge(delivery.status_code, code, recall_open, after_final)
         if verdict.anomaly is not None:
-            row = _row(event, document.id, "anomaly")
-            row.description = verdict.anomaly
-            return row
+            return _row(event, document.id, "anomaly") | {"description": verdict.anomaly}
         delivery.status_code = verdict.current
+        outgoing.issued.setdefault(
+            (delivery.document_pk, delivery.recipient, code), event.occurred_at
+        )
         _stamp(delivery, code, event)
         outgoing.forwards.append(_forward(event, document.sender, document))
         return _row(event, document.id, Kind.STATUS.value)
 
     def _refuse(
         self, event: Event, document_pk: str | None, why: str, outgoing: _Outgoing
-    ) -> EventRow:
+    ) -> dict[str, object]:
         reporter = event.recipient or ""
         issue = Issue.of(
             "status-refused",
@@ -266,29 +293,38 @@ class Tracker:
             reporter,
         )
         outgoing.rejections.append((reporter, event.document_id or "", issue, event.message_id))
-        row = _row(event, document_pk, "anomaly")
-        row.description = f"refused: {why}"
-        row.reason_code = issue.code
-        return row
+        return _row(event, document_pk, "anomaly") | {
+            "description": f"refused: {why}",
+            "reason_code": issue.code,
+        }
 
 
-async def _after_final(session: AsyncSession, delivery: Delivery, event: Event) -> bool:
+async def _after_final(
+    session: AsyncSession,
+    delivery: Delivery,
+    event: Event,
+    issued: dict[tuple[str, str, str], datetime | None],
+) -> bool:
     """Was this status issued after the final status the delivery reached? (Ties: no.)"""
     if delivery.status_code not in lifecycle.FINAL or event.occurred_at is None:
         return True
-    final_at = (
-        await session.execute(
-            select(EventRow.occurred_at)
-            .where(
-                EventRow.document_pk == delivery.document_pk,
-                EventRow.recipient == delivery.recipient,
-                EventRow.kind == Kind.STATUS.value,
-                EventRow.status_code == delivery.status_code,
+    key = (delivery.document_pk, delivery.recipient, delivery.status_code)
+    if key in issued:
+        final_at = issued[key]
+    else:
+        final_at = (
+            await session.execute(
+                select(EventRow.occurred_at)
+                .where(
+                    EventRow.document_pk == delivery.document_pk,
+                    EventRow.recipient == delivery.recipient,
+                    EventRow.kind == Kind.STATUS.value,
+                    EventRow.status_code == delivery.status_code,
+                )
+                .order_by(EventRow.id)
+                .limit(1)
             )
-            .order_by(EventRow.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
+        ).scalar_one_or_none()
     if final_at is None:
         return True
     if final_at.tzinfo is None:  # SQLite hands timestamps back without their zone
@@ -296,23 +332,24 @@ async def _after_final(session: AsyncSession, delivery: Delivery, event: Event) 
     return event.occurred_at > final_at
 
 
-def _row(event: Event, document_pk: str | None, kind: str) -> EventRow:
-    return EventRow(
-        event_id=event.event_id,
-        document_pk=document_pk,
-        sender=event.sender,
-        edxml_document_id=event.document_id,
-        recipient=event.recipient,
-        kind=kind,
-        status_code=event.status_code,
-        description=event.description
+def _row(event: Event, document_pk: str | None, kind: str) -> dict[str, object]:
+    """The events row of an event (a dict: the batch is inserted in one statement)."""
+    return {
+        "event_id": event.event_id,
+        "document_pk": document_pk,
+        "sender": event.sender,
+        "edxml_document_id": event.document_id,
+        "recipient": event.recipient,
+        "kind": kind,
+        "status_code": event.status_code,
+        "description": event.description
         if event.kind is not Kind.REJECTED
         else f"[{event.check}] [{event.code}] {event.path}: {event.description}",
-        staff=event.staff,
-        occurred_at=event.occurred_at,
-        recorded_at=event.recorded_at,
-        reason_code=event.code,
-    )
+        "staff": event.staff,
+        "occurred_at": event.occurred_at,
+        "recorded_at": event.recorded_at,
+        "reason_code": event.code,
+    }
 
 
 def _stamp(delivery: Delivery, code: str, event: Event) -> None:
@@ -351,15 +388,22 @@ def _transport(
 
 
 async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[str, str], Document]:
-    """The documents these events are about, by (sender, DocumentId) and by backbone id."""
+    """The documents these events are about, by backbone id and by (sender, DocumentId)
+    (the unique index on those two serves the look-up)."""
     backbone_ids = {e.backbone_id for e in events if e.backbone_id}
-    document_ids = {e.document_id for e in events if e.kind is Kind.STATUS and e.document_id}
+    keys = set()
+    for e in events:
+        if e.kind is Kind.STATUS and e.document_id:
+            keys.add((e.sender or "", e.document_id))
+            keys.add((e.recipient or "", e.document_id))  # a recall comes from the sender
     found: dict[tuple[str, str], Document] = {}
     queries = []
     if backbone_ids:
         queries.append(select(Document).where(Document.id.in_(backbone_ids)))
-    if document_ids:
-        queries.append(select(Document).where(Document.document_id.in_(document_ids)))
+    if keys:
+        queries.append(
+            select(Document).where(tuple_(Document.sender, Document.document_id).in_(keys))
+        )
     for query in queries:
         for document in (await session.execute(query)).scalars():
             found[(document.sender, document.document_id)] = document
@@ -381,7 +425,7 @@ def build(settings: Settings) -> tuple[Tracker, Store]:
     return Tracker(settings, store, Outbox(settings, load_signer(settings))), store
 
 
-async def serve(settings: Settings, prefetch: int = 2000) -> None:
+async def serve(settings: Settings, prefetch: int = 5000) -> None:
     """Run the tracker until SIGTERM or SIGINT; what it holds unacked is redelivered."""
     tracker, store = build(settings)
     loop = asyncio.get_running_loop()
