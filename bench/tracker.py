@@ -152,9 +152,8 @@ def main() -> None:
                 results[engine] = asyncio.run(run(amqp, database, args.documents))
     finally:
         node.stop()
-    print(
-        f"tracker: routed events and statuses 01 (forwarded), {args.documents * 4} events per engine"
-    )
+    total = args.documents * 4
+    print(f"tracker: routed events and statuses 01 (forwarded), {total} events per engine")
     for engine, figures in results.items():
         print(
             f"  {engine:10} {figures['per_second']:8.0f} events/s "

@@ -44,7 +44,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str, **options: Any) -> AsyncEngine:
-    """An async engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys."""
+    """An async engine for ``url``; SQLite files get WAL, a busy timeout and foreign keys.
+    Pooled connections are checked before use, so a database restart costs no request."""
+    options.setdefault("pool_pre_ping", True)
     engine = create_async_engine(async_url(url), **options)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
