@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/signing.py
 	$(BIN)/python bench/import_agencies.py
+	$(BIN)/python bench/tracker.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
