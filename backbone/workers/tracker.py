@@ -196,25 +196,34 @@ class Tracker:
                 known.add(item.event.event_id)
                 fresh.append(item)
         documents = await _documents(session, [i.event for i in fresh])
-        deliveries = await _deliveries(session, {d.id for d in documents.values()})
+        pks = {d.id for d in documents.values()}
+        deliveries = await _deliveries(session, pks)
         deferred: list[_Item] = []
         outgoing = _Outgoing()
         rows: list[dict[str, object]] = []
+        # Transport first (routing precedes any status about it), new deliveries in bulk.
+        created: dict[tuple[str, str], dict[str, object]] = {}
         for item in fresh:
             event = item.event
             if event.kind is Kind.STATUS:
-                row = await self._status(session, item, documents, deliveries, outgoing)
-                if row is None:
-                    deferred.append(item)
-                    continue
+                continue
+            rows.append(_row(event, event.backbone_id, event.kind.value))
+            if event.kind in (Kind.ROUTED, Kind.UNDELIVERABLE) and event.backbone_id:
+                _transport(deliveries, created, event)
+        if created:
+            await session.execute(insert(Delivery), list(created.values()))
+            deliveries = await _deliveries(session, pks)
+        for item in fresh:
+            if item.event.kind is not Kind.STATUS:
+                continue
+            row = await self._status(session, item, documents, deliveries, outgoing)
+            if row is None:
+                deferred.append(item)
             else:
-                row = _row(event, event.backbone_id, event.kind.value)
-                if event.kind in (Kind.ROUTED, Kind.UNDELIVERABLE) and event.backbone_id:
-                    _transport(session, deliveries, event)
-            rows.append(row)
+                rows.append(row)
         if rows:
-            await session.flush()  # deliveries first: events refer to their documents only
-            await session.execute(insert(EventRow), rows)  # one statement, no ORM objects
+            await session.flush()  # the deliveries' changes, then the events in one statement
+            await session.execute(insert(EventRow), rows)
         return deferred, outgoing
 
     async def _status(
@@ -373,18 +382,24 @@ def _forward(
 
 
 def _transport(
-    session: AsyncSession, deliveries: dict[tuple[str, str], Delivery], event: Event
+    deliveries: dict[tuple[str, str], Delivery],
+    created: dict[tuple[str, str], dict[str, object]],
+    event: Event,
 ) -> None:
+    """Record routing on a known delivery, or on the row to create for a new one."""
     key = (event.backbone_id or "", event.recipient or "")
+    now = datetime.now(UTC)
+    routed_at = event.recorded_at if event.kind is Kind.ROUTED else None
     delivery = deliveries.get(key)
-    if delivery is None:
-        delivery = Delivery(document_pk=key[0], recipient=key[1], transport_state=event.kind.value)
-        session.add(delivery)
-        deliveries[key] = delivery
-    delivery.transport_state = event.kind.value
-    if event.kind is Kind.ROUTED and delivery.routed_at is None:
-        delivery.routed_at = event.recorded_at
-    delivery.updated_at = datetime.now(UTC)
+    if delivery is not None:
+        delivery.transport_state = event.kind.value
+        delivery.routed_at = delivery.routed_at or routed_at
+        delivery.updated_at = now
+        return
+    row = created.setdefault(key, {"document_pk": key[0], "recipient": key[1], "routed_at": None})
+    row.update(
+        transport_state=event.kind.value, updated_at=now, routed_at=row["routed_at"] or routed_at
+    )
 
 
 async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[str, str], Document]:
