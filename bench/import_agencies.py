@@ -11,30 +11,17 @@ import json
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from backbone.registry import Registry
-from backbone.store import Store, migrate
+from backbone.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.databases import migrated, postgres_unreachable
 from tests.integration.test_registry import hierarchy
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-
-
-async def _admin(statement: str) -> None:
-    engine = create_async_engine(POSTGRES, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 async def _import(url: str, csv_path: Path) -> dict[str, float]:
@@ -60,21 +47,10 @@ def main() -> None:
         "code,name,parent\n" + "".join(f"{c},{n},{p}\n" for c, n, p in rows), encoding="utf-8"
     )
     results = {}
-    sqlite_url = f"sqlite:///{workdir / 'backbone.db'}"
-    migrate.upgrade(sqlite_url)
-    results["sqlite"] = asyncio.run(_import(sqlite_url, csv_path))
-    name = f"backbone_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        asyncio.run(_admin(f"CREATE DATABASE {name}"))
-    except Exception as exc:
-        print(f"PostgreSQL skipped: {exc}")
-    else:
-        url = POSTGRES.rsplit("/", 1)[0] + f"/{name}"
-        try:
-            migrate.upgrade(url)
-            results["postgresql"] = asyncio.run(_import(url, csv_path))
-        finally:
-            asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    engines = ["sqlite"] + ([] if postgres_unreachable() else ["postgresql"])
+    for engine in engines:
+        with migrated(engine, workdir) as url:
+            results[engine] = asyncio.run(_import(url, csv_path))
     print(f"importing {len(rows)} agencies from CSV")
     for engine, figures in results.items():
         print(

@@ -24,6 +24,7 @@ from ..config import get_settings
 from ..registry import Registry, RegistryError
 from ..store import Store, migrate
 from . import app
+from ._common import database_failure, fail
 
 T = TypeVar("T")
 
@@ -35,11 +36,6 @@ gateway_app = typer.Typer(
 )
 app.add_typer(agency_app, name="agency")
 app.add_typer(gateway_app, name="gateway")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
@@ -56,16 +52,11 @@ def _with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
     try:
         return asyncio.run(run())
     except RegistryError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except DBAPIError as exc:
-        text = str(exc.orig)
-        if "no such table" in text or "does not exist" in text:
-            raise _fail(
-                f"the database {settings.database_url} is not set up: run `backbone init`"
-            ) from None
-        raise _fail(f"database error: {text}") from None
+        raise database_failure(exc, settings.database_url) from None
     except (OSError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bool:
@@ -101,7 +92,7 @@ def init(
     try:
         migrate.upgrade(settings.database_url)
     except (DBAPIError, OSError, ValueError) as exc:
-        raise _fail(f"cannot set up {settings.database_url}: {exc}") from None
+        raise fail(f"cannot set up {settings.database_url}: {exc}") from None
     typer.echo(f"database ready: {settings.database_url}")
     if not broker:
         return
@@ -141,7 +132,7 @@ def agency_add(
         try:
             certificates.append(x509.load_pem_x509_certificate(path.read_bytes()))
         except (OSError, ValueError) as exc:
-            raise _fail(f"cannot read the certificate {path}: {exc}") from None
+            raise fail(f"cannot read the certificate {path}: {exc}") from None
 
     async def work(registry: Registry) -> None:
         await registry.add_agency(code, name, parent=parent, principal=principal)

@@ -15,29 +15,24 @@ from ..config import get_settings
 from ..edxml.factory import File, new_document
 from ..errors import BackboneError, PackageError
 from . import app
-from ._common import read_limited
+from ._common import fail, read_limited
 
 run_app = typer.Typer(help="Run the backbone's workers.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _signer(key: Path | None, cert: Path | None) -> dict[str, object]:
     if key is None and cert is None:
         return {}
     if key is None or cert is None:
-        raise _fail("--key and --cert go together")
+        raise fail("--key and --cert go together")
     try:
         return {
             "key": signing.load_private_key(str(key)),
             "certificates": signing.load_certificates(str(cert)),
         }
     except (OSError, ValueError) as exc:
-        raise _fail(f"cannot load the signing key or certificate: {exc}") from None
+        raise fail(f"cannot load the signing key or certificate: {exc}") from None
 
 
 @app.command()
@@ -68,16 +63,16 @@ def send(
         try:
             package: object = read_limited(file, settings.max_package_bytes)
         except OSError as exc:
-            raise _fail(f"cannot read {file}: {exc.strerror}") from None
+            raise fail(f"cannot read {file}: {exc.strerror}") from None
     else:
         if not (as_ and to and subject):
-            raise _fail("give FILE, or --as, --to and --subject")
+            raise fail("give FILE, or --as, --to and --subject")
         files = []
         for path in attach or []:
             try:
                 files.append(File(path.name, path.read_bytes()))
             except OSError as exc:
-                raise _fail(f"cannot read {path}: {exc.strerror}") from None
+                raise fail(f"cannot read {path}: {exc.strerror}") from None
         package = new_document(
             sender=as_,
             recipients=[c.strip() for c in to.split(",")],
@@ -96,9 +91,9 @@ def send(
     try:
         typer.echo(asyncio.run(work()))
     except (PackageError, SendError, BackboneError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except (OSError, ConnectionError) as exc:
-        raise _fail(f"cannot reach the broker: {exc}") from None
+        raise fail(f"cannot reach the broker: {exc}") from None
 
 
 def _sender_of(package: object) -> str:
@@ -123,7 +118,7 @@ def receive(
 ) -> None:
     """Drain an inbox: one line per delivery, status 01 sent for each document."""
     if bool(as_) == bool(gateway):
-        raise _fail("give --as CODE or --gateway NAME")
+        raise fail("give --as CODE or --gateway NAME")
     queue = topology.inbox(as_) if as_ else topology.gateway_queue(gateway or "")
     settings = get_settings()
     signer = _signer(key, cert)
@@ -156,7 +151,7 @@ def receive(
     try:
         received = asyncio.run(work())
     except (OSError, ConnectionError, BackboneError) as exc:
-        raise _fail(f"cannot receive from {queue}: {exc}") from None
+        raise fail(f"cannot receive from {queue}: {exc}") from None
     typer.echo(f"{received} received from {queue}", err=True)
 
 

@@ -20,11 +20,7 @@ from ..report import Report, Reporter
 from ..store import Store
 from ..store.models import Delivery, Document, Event
 from . import app
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
+from ._common import database_failure, fail
 
 
 def _run(work: Any) -> Any:
@@ -41,12 +37,7 @@ def _run(work: Any) -> Any:
     try:
         return asyncio.run(run())
     except DBAPIError as exc:
-        text = str(exc.orig)
-        if "no such table" in text or "does not exist" in text:
-            raise _fail(
-                f"the database {settings.database_url} is not set up: run `backbone init`"
-            ) from None
-        raise _fail(f"database error: {text}") from None
+        raise database_failure(exc, settings.database_url) from None
 
 
 @app.command()
@@ -124,7 +115,7 @@ def status(
 
     found = _run(work)
     if not found:
-        raise _fail(f"no document {document_id!r}")
+        raise fail(f"no document {document_id!r}")
     if as_json:
         typer.echo(json.dumps(found if len(found) > 1 else found[0], ensure_ascii=False, indent=2))
         return
@@ -170,13 +161,13 @@ def report(
     answer with 5+, 3-4, 1-2 or no statuses, time to 01 and 03, stuck and late documents,
     rejections by reason."""
     if format_ not in ("table", "json", "csv"):
-        raise _fail("--format is table, json or csv")
+        raise fail("--format is table, json or csv")
     settings = get_settings()
     try:
         first = date.fromisoformat(since) if since else date.today() - timedelta(days=30)
         last = date.fromisoformat(until) if until else date.today()
     except ValueError as exc:
-        raise _fail(f"dates are YYYY-MM-DD: {exc}") from None
+        raise fail(f"dates are YYYY-MM-DD: {exc}") from None
     start = datetime.combine(first, time(0), UTC)
     end = datetime.combine(last + timedelta(days=1), time(0), UTC)
 
