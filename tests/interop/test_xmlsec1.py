@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
@@ -80,14 +81,7 @@ def xmlsec_sign(
     template = TEMPLATE.format(**algorithms).replace("\n", "").encode()
     source = workdir / "template.xml"
     source.write_bytes(data.replace(b"</edXML:edXMLHeader>", template + b"</edXML:edXMLHeader>"))
-    pems = [
-        c.public_bytes(
-            encoding=__import__(
-                "cryptography.hazmat.primitives.serialization", fromlist=["Encoding"]
-            ).Encoding.PEM
-        )
-        for c in signer.certificates
-    ]
+    pems = [c.public_bytes(encoding=Encoding.PEM) for c in signer.certificates]
     cert_files = []
     for index, pem in enumerate(pems):
         cert_file = workdir / f"cert{index}.pem"

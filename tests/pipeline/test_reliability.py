@@ -14,7 +14,7 @@ import uuid
 import aio_pika
 import pytest
 
-from backbone import topology
+from backbone import edxml, topology
 from backbone.client import AsyncGateway
 
 from ..conftest import SENDER, make_document
@@ -115,8 +115,6 @@ async def _at_least(pipeline: Pipeline, code: str, count: int) -> bool:
 
 
 def _ids(packages: list[bytes]) -> list[str]:
-    from backbone import edxml
-
     return [edxml.parse(p).document_id or "" for p in packages]
 
 
