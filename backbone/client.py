@@ -139,12 +139,16 @@ class _Common:
 
     def _status(
         self,
-        reporter: str,
+        reporter: str | None,
         document: Delivery | edxml.DocumentPackage | edxml.ResponseFor,
         code: str,
         description: str | None,
         staff: edxml.StaffInfo | None,
     ) -> edxml.StatusPackage:
+        """The status package; the reporter is, unless given, the agency a delivery was for
+        (a gateway reports for each agency it serves), else this principal."""
+        if reporter is None:
+            reporter = document.recipient if isinstance(document, Delivery) else self.username
         target = document.package if isinstance(document, Delivery) else document
         if not isinstance(target, edxml.DocumentPackage | edxml.ResponseFor):
             raise ValueError("a status answers a document")
@@ -211,8 +215,7 @@ class AsyncGateway(_Common):
         reporter: str | None = None,
     ) -> None:
         """Report a status (01 arrived ... 06 done, 02 refused, 13/15/16 recall)."""
-        who = reporter or (document.recipient if isinstance(document, Delivery) else self.username)
-        await self.send(self._status(who, document, code, description, staff))
+        await self.send(self._status(reporter, document, code, description, staff))
 
     async def receive(
         self, queue: str, *, timeout: float | None = None, count: int | None = None
@@ -300,8 +303,7 @@ class Gateway(_Common):
         *,
         reporter: str | None = None,
     ) -> None:
-        who = reporter or (document.recipient if isinstance(document, Delivery) else self.username)
-        self.send(self._status(who, document, code, description, staff))
+        self.send(self._status(reporter, document, code, description, staff))
 
     def receive(
         self, queue: str, *, timeout: float = 5.0, count: int | None = None

@@ -403,8 +403,8 @@ def _transport(
 
 
 async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[str, str], Document]:
-    """The documents these events are about, by backbone id and by (sender, DocumentId)
-    (the unique index on those two serves the look-up)."""
+    """The documents these events are about (found by backbone id, or by sender and
+    DocumentId, which their unique index serves), keyed by (sender, DocumentId)."""
     backbone_ids = {e.backbone_id for e in events if e.backbone_id}
     keys = set()
     for e in events:
@@ -422,7 +422,6 @@ async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[s
     for query in queries:
         for document in (await session.execute(query)).scalars():
             found[(document.sender, document.document_id)] = document
-            found[("#", document.id)] = document
     return found
 
 
