@@ -6,6 +6,7 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,7 +24,11 @@ class Settings(BaseSettings):
         "amqp://guest:guest@127.0.0.1:5672/", description="the broker (AMQP 0-9-1)"
     )
     mgmt_url: str = Field(
-        "http://guest:guest@127.0.0.1:15672/", description="the RabbitMQ management API"
+        "http://guest:guest@127.0.0.1:15672/",
+        description="the RabbitMQ management API, as an administrator (provisioning)",
+    )
+    operators_user: str = Field(
+        "operators", description="the dashboard's broker user, created by `backbone init`"
     )
     delivery_limit: int = Field(5, ge=1, description="deliveries before quarantine")
     backbone_agency: str = Field(
@@ -71,6 +76,25 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> Limits:
         return Limits(self.max_package_bytes, self.max_attachment_bytes)
+
+    @property
+    def vhost(self) -> str:
+        """The backbone's virtual host: the path of the AMQP URL (``/`` when empty)."""
+        return unquote(urlsplit(self.amqp_url).path[1:]) or "/"
+
+    @property
+    def workers_user(self) -> str:
+        """The backbone's own principal: the user the workers connect as."""
+        return unquote(urlsplit(self.amqp_url).username or "guest")
+
+    @property
+    def admin_amqp_url(self) -> str:
+        """The broker as the administrator of the management URL: what declares the
+        topology and the inboxes (the workers' user may not)."""
+        amqp, mgmt = urlsplit(self.amqp_url), urlsplit(self.mgmt_url)
+        credentials = f"{mgmt.username or 'guest'}:{mgmt.password or 'guest'}"
+        host = f"{amqp.hostname}:{amqp.port}" if amqp.port else str(amqp.hostname)
+        return urlunsplit((amqp.scheme, f"{credentials}@{host}", amqp.path, amqp.query, ""))
 
 
 @cache

@@ -1,12 +1,15 @@
-"""A small client of the RabbitMQ management HTTP API: virtual hosts, users, permissions.
+"""A small client of the RabbitMQ management HTTP API: virtual hosts, users, permissions,
+connections, definitions.
 
-Used to provision principals (broker users) and by the tests to give each test its own
-virtual host.
+Provisioning (``backbone.provisioning``), ``backbone access check`` and ``backbone topology
+export`` go through it; the tests use it to give each test its own virtual host. It speaks
+the API of RabbitMQ 3.9 and later (user tags as a list).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -18,6 +21,10 @@ class ManagementError(BackboneError):
     """The management API refused a request or could not be reached."""
 
 
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
 @dataclass(frozen=True)
 class Management:
     """``url`` is ``http://user:password@host:port/`` (credentials in the URL)."""
@@ -25,54 +32,156 @@ class Management:
     url: str
     timeout: float = 10.0
 
+    @property
+    def username(self) -> str:
+        """The user the API is called as (the administrator who provisions)."""
+        return urlsplit(self.url).username or "guest"
+
+    @property
+    def password(self) -> str:
+        return urlsplit(self.url).password or "guest"
+
     def _client(self) -> httpx.Client:
         parts = urlsplit(self.url)
         base = (
             f"{parts.scheme}://{parts.hostname}:{parts.port or 15672}{parts.path.rstrip('/')}/api"
         )
-        auth = (parts.username or "guest", parts.password or "guest")
-        return httpx.Client(base_url=base, auth=auth, timeout=self.timeout)
+        return httpx.Client(
+            base_url=base, auth=(self.username, self.password), timeout=self.timeout
+        )
 
-    def _call(self, method: str, path: str, body: dict[str, object] | None = None) -> object:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        missing_ok: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """The decoded answer; None for an empty one, or for a 404 when ``missing_ok``."""
         try:
             with self._client() as client:
-                response = client.request(method, path, json=body)
+                response = client.request(method, path, json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise ManagementError(
-                f"cannot reach the RabbitMQ management API at {self.url}: {exc}"
+                f"cannot reach the RabbitMQ management API at {_safe(self.url)}: {exc}"
             ) from None
+        if response.status_code == 404 and missing_ok:
+            return None
+        if response.status_code == 401:
+            raise ManagementError(
+                f"the management API at {_safe(self.url)} refused user {self.username!r}: "
+                "BACKBONE_MGMT_URL must name an administrator"
+            )
         if response.status_code >= 400:
             raise ManagementError(f"{method} {path}: {response.status_code} {response.text[:300]}")
         return response.json() if response.content else None
 
+    # --- virtual hosts ----------------------------------------------------------------------
+
     def add_vhost(self, vhost: str) -> None:
-        self._call("PUT", f"/vhosts/{quote(vhost, safe='')}", {})
+        self._call("PUT", f"/vhosts/{_q(vhost)}", {})
 
     def delete_vhost(self, vhost: str) -> None:
-        self._call("DELETE", f"/vhosts/{quote(vhost, safe='')}")
+        self._call("DELETE", f"/vhosts/{_q(vhost)}")
+
+    # --- users and permissions --------------------------------------------------------------
+
+    def user(self, name: str) -> dict[str, Any] | None:
+        """``name``, ``password_hash``, ``hashing_algorithm``, ``tags``; None if absent."""
+        result = self._call("GET", f"/users/{_q(name)}", missing_ok=True)
+        return dict(result) if result is not None else None
 
     def add_user(self, name: str, password: str, tags: str = "") -> None:
-        self._call("PUT", f"/users/{quote(name, safe='')}", {"password": password, "tags": tags})
+        """Create the user, or set its password and tags."""
+        self._call("PUT", f"/users/{_q(name)}", {"password": password, "tags": tags})
+
+    def set_tags(self, name: str, password_hash: str, tags: str) -> None:
+        """Change a user's tags, keeping its password (by its hash)."""
+        self._call("PUT", f"/users/{_q(name)}", {"password_hash": password_hash, "tags": tags})
+
+    def delete_user(self, name: str) -> None:
+        self._call("DELETE", f"/users/{_q(name)}", missing_ok=True)
+
+    def permissions(self, vhost: str, user: str) -> dict[str, str] | None:
+        """``configure``, ``write``, ``read`` patterns of ``user`` on ``vhost``, or None."""
+        result = self._call("GET", f"/permissions/{_q(vhost)}/{_q(user)}", missing_ok=True)
+        return dict(result) if result is not None else None
+
+    def user_permissions(self, user: str) -> list[dict[str, str]]:
+        """Its permissions on every virtual host."""
+        return list(self._call("GET", f"/users/{_q(user)}/permissions", missing_ok=True) or [])
 
     def set_permissions(
         self, vhost: str, user: str, *, configure: str = "", write: str = "", read: str = ""
     ) -> None:
         self._call(
             "PUT",
-            f"/permissions/{quote(vhost, safe='')}/{quote(user, safe='')}",
+            f"/permissions/{_q(vhost)}/{_q(user)}",
             {"configure": configure, "write": write, "read": read},
         )
+
+    def delete_permissions(self, vhost: str, user: str) -> None:
+        self._call("DELETE", f"/permissions/{_q(vhost)}/{_q(user)}", missing_ok=True)
+
+    def topic_permissions(self, vhost: str, user: str) -> list[dict[str, str]]:
+        """One entry per exchange: ``exchange``, ``write``, ``read``."""
+        path = f"/topic-permissions/{_q(vhost)}/{_q(user)}"
+        return list(self._call("GET", path, missing_ok=True) or [])
 
     def set_topic_permissions(
         self, vhost: str, user: str, exchange: str, *, write: str, read: str = ""
     ) -> None:
         self._call(
             "PUT",
-            f"/topic-permissions/{quote(vhost, safe='')}/{quote(user, safe='')}",
+            f"/topic-permissions/{_q(vhost)}/{_q(user)}",
             {"exchange": exchange, "write": write, "read": read},
         )
 
-    def queue(self, vhost: str, name: str) -> dict[str, object]:
-        result = self._call("GET", f"/queues/{quote(vhost, safe='')}/{quote(name, safe='')}")
-        assert isinstance(result, dict)
-        return result
+    def delete_topic_permissions(self, vhost: str, user: str) -> None:
+        self._call("DELETE", f"/topic-permissions/{_q(vhost)}/{_q(user)}", missing_ok=True)
+
+    # --- connections ------------------------------------------------------------------------
+
+    def connections(self, user: str) -> list[dict[str, Any]]:
+        """The user's open AMQP connections (``name``, ``vhost``, ``peer_host``...)."""
+        return list(self._call("GET", f"/connections/username/{_q(user)}", missing_ok=True) or [])
+
+    def close_connection(self, name: str, reason: str) -> None:
+        self._call(
+            "DELETE", f"/connections/{_q(name)}", missing_ok=True, headers={"X-Reason": reason}
+        )
+
+    # --- what exists ------------------------------------------------------------------------
+
+    def queue(self, vhost: str, name: str) -> dict[str, Any]:
+        return dict(self._call("GET", f"/queues/{_q(vhost)}/{_q(name)}"))
+
+    def queues(self, vhost: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/queues/{_q(vhost)}") or [])
+
+    def exchanges(self, vhost: str) -> list[dict[str, Any]]:
+        return list(self._call("GET", f"/exchanges/{_q(vhost)}") or [])
+
+    def definitions(self) -> dict[str, Any]:
+        """The broker's whole definitions document (with password hashes)."""
+        return dict(self._call("GET", "/definitions"))
+
+    def import_definitions(self, definitions: dict[str, Any]) -> None:
+        self._call("POST", "/definitions", definitions)
+
+
+def user_tags(user: dict[str, Any]) -> list[str]:
+    """A user's tags: a list since RabbitMQ 3.9, a comma-separated string before."""
+    tags = user.get("tags") or []
+    if isinstance(tags, str):
+        return [t for t in tags.split(",") if t]
+    return [str(t) for t in tags]
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    return f"{parts.scheme}://{host}{parts.path}"

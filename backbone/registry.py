@@ -22,7 +22,7 @@ from .errors import BackboneError
 from .signing.pki import fingerprint
 from .store import Store
 from .store import repository as repo
-from .store.models import Agency, Principal
+from .store.models import AccessChange, Agency, Principal
 
 _MISSING = object()
 IMPORT_BATCH = 2000
@@ -87,18 +87,24 @@ class Registry:
             if parent_code is not None and await repo.get_agency(session, str(parent_code)) is None:
                 raise RegistryError(f"{code}: the parent {parent_code} is not registered")
             await repo.upsert_agencies(session, [repo.AgencyRow(agency, name.strip(), parent_code)])
-            if principal and await repo.get_principal(session, code) is None:
-                await repo.add_principal(session, code, "agency", [code])
+            if principal:
+                existing = await repo.get_principal(session, code)
+                if existing is None:
+                    await repo.add_principal(session, code, "agency", [code])
+                elif not existing.active:
+                    existing.active = True
             row = await repo.get_agency(session, code)
         self._cache.clear()
         assert row is not None
         return row
 
     async def deactivate_agency(self, code: str) -> None:
-        """Deactivate: it can no longer send or receive; its history stays."""
+        """Deactivate, with its own principal: it can no longer send or receive; its
+        history stays."""
         async with self.store.transaction() as session:
             if not await repo.set_agency_active(session, str(_code(code)), False):
                 raise RegistryError(f"{code} is not registered")
+            await repo.set_principal_active(session, code, False)
         self._cache.clear()
 
     async def get_agency(self, code: str) -> Agency | None:
@@ -188,11 +194,44 @@ class Registry:
             except PatternError as exc:
                 raise RegistryError(str(exc)) from None
         async with self.store.transaction() as session:
-            if await repo.get_principal(session, name) is not None:
-                raise RegistryError(f"{name} is already a principal")
-            principal = await repo.add_principal(session, name, "gateway", patterns)
+            principal = await repo.get_principal(session, name)
+            if principal is None:
+                principal = await repo.add_principal(session, name, "gateway", patterns)
+            elif principal.kind != "gateway":
+                raise RegistryError(f"{name} is already the principal of an agency")
+            elif {s.pattern for s in principal.scopes} != set(patterns):
+                serves = ", ".join(s.pattern for s in principal.scopes)
+                raise RegistryError(
+                    f"gateway {name} already serves {serves}; remove it first to change that"
+                )
+            else:
+                principal.active = True
         self._cache.clear()
         return principal
+
+    async def remove_gateway(self, name: str) -> None:
+        """Deactivate a gateway's principal: it can no longer act for anyone."""
+        async with self.store.transaction() as session:
+            principal = await repo.get_principal(session, name)
+            if principal is None or principal.kind != "gateway":
+                raise RegistryError(f"{name} is not a registered gateway")
+            principal.active = False
+        self._cache.clear()
+
+    async def get_principal(self, username: str) -> Principal | None:
+        async with self.store.sessions() as session:
+            return await repo.get_principal(session, username)
+
+    async def record_access(
+        self, principal: str, action: str, detail: str | None = None, *, actor: str
+    ) -> None:
+        """Keep a record of a change of broker access (who ran it, when, what)."""
+        async with self.store.transaction() as session:
+            await repo.record_access_change(session, principal, action, detail, actor)
+
+    async def access_history(self, principal: str) -> list[AccessChange]:
+        async with self.store.sessions() as session:
+            return await repo.access_changes(session, principal)
 
     async def list_gateways(self) -> list[Principal]:
         return await self.list_principals("gateway")

@@ -140,6 +140,7 @@ def demo() -> None:
 
 
 # the command groups register themselves on ``app``
+from . import access as _access  # noqa: E402,F401
 from . import agencies as _agencies  # noqa: E402,F401
 from . import pipeline as _pipeline  # noqa: E402,F401
 from . import signatures as _signatures  # noqa: E402,F401

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, TypeVar
+from urllib.parse import unquote, urlsplit
 
-import aio_pika
 import typer
 from aio_pika.abc import AbstractChannel
-from aio_pika.exceptions import AMQPError
 from cryptography import x509
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,16 +17,22 @@ from rich.table import Table
 from sqlalchemy.exc import DBAPIError
 
 from .. import topology
+from ..access import Grant, agency_grant, gateway_grant, operators_grant, workers_grant
 from ..config import get_settings
-from ..registry import Registry, RegistryError
-from ..store import Store, migrate
+from ..mgmt import Management
+from ..provisioning import Provisioned
+from ..registry import Registry
+from ..store import migrate
+from ..store.models import Principal
+from . import _broker as broker
 from . import app
-from ._common import database_failure, fail
+from ._common import fail, with_registry
 
 T = TypeVar("T")
 
 agency_app = typer.Typer(
-    help="Register, list, deactivate and import agencies.", no_args_is_help=True
+    help="Register, list, remove and import agencies, with their broker users.",
+    no_args_is_help=True,
 )
 gateway_app = typer.Typer(
     help="Provincial gateways serving patterns of agencies.", no_args_is_help=True
@@ -38,65 +41,24 @@ app.add_typer(agency_app, name="agency")
 app.add_typer(gateway_app, name="gateway")
 
 
-def _with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
-    """Run ``work`` against the configured database, with errors a user can act on."""
-    settings = get_settings()
-
-    async def run() -> T:
-        store = Store(settings.database_url)
-        try:
-            return await work(Registry(store, ttl=settings.registry_ttl))
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except RegistryError as exc:
-        raise fail(str(exc)) from None
-    except DBAPIError as exc:
-        raise database_failure(exc, settings.database_url) from None
-    except (OSError, ValueError) as exc:
-        raise fail(str(exc)) from None
-
-
-def _declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bool:
-    """Declare on the configured broker; a warning (not a failure) if it is unreachable."""
-    settings = get_settings()
-
-    async def run() -> None:
-        connection = await aio_pika.connect(settings.amqp_url, timeout=10)
-        try:
-            await work(await connection.channel())
-        finally:
-            await connection.close()
-
-    try:
-        asyncio.run(run())
-    except (TimeoutError, OSError, ConnectionError, AMQPError) as exc:
-        typer.echo(
-            f"warning: {what} not declared, the broker is unreachable ({exc}); "
-            "run `backbone init` once it is up",
-            err=True,
-        )
-        return False
-    return True
-
-
 @app.command()
 def init(
-    broker: Annotated[bool, typer.Option(help="Also declare the AMQP topology.")] = True,
+    broker_: Annotated[
+        bool, typer.Option("--broker/--no-broker", help="Also set up the broker.")
+    ] = True,
 ) -> None:
-    """Set up the database (every migration) and the broker (exchanges, queues, the inboxes
-    of registered principals). Safe to run again."""
+    """Set up the database (every migration) and the broker: exchanges and queues, the
+    workers' and the operators' users, the inboxes and grants of registered principals.
+    Safe to run again: what already matches is left as it is."""
     settings = get_settings()
     try:
         migrate.upgrade(settings.database_url)
     except (DBAPIError, OSError, ValueError) as exc:
         raise fail(f"cannot set up {settings.database_url}: {exc}") from None
     typer.echo(f"database ready: {settings.database_url}")
-    if not broker:
+    if not broker_:
         return
-    principals = _with_registry(lambda r: r.list_principals())
+    principals = [p for p in with_registry(lambda r: r.list_principals()) if p.active]
 
     async def declare_everything(channel: AbstractChannel) -> None:
         await topology.declare(channel, settings.delivery_limit)
@@ -109,9 +71,88 @@ def init(
             else:
                 await topology.declare_inbox(channel, principal.username, settings.delivery_limit)
 
-    if not _declare("the topology", declare_everything):
+    if not broker.declare("the topology", declare_everything):
         raise typer.Exit(1)
     typer.echo(f"broker ready: topology and {len(principals)} principal inbox(es) declared")
+    _internal_users()
+    missing = []
+    for principal in principals:
+        if not broker.has_user(principal.username):
+            missing.append(principal.username)
+            continue
+        done = broker.provision(principal.username, _grant_of(principal))
+        if done.changes:
+            typer.echo(broker.describe(done))
+            _record(done)
+    if missing:
+        typer.echo(
+            f"warning: {len(missing)} principal(s) have no broker user: {', '.join(missing)}; "
+            "give each one with `backbone agency add CODE --rotate-password` "
+            "(or `gateway add NAME --serves ... --rotate-password`)",
+            err=True,
+        )
+
+
+def _internal_users() -> None:
+    """The workers' user (named, with its password, in BACKBONE_AMQP_URL) and the
+    operators' dashboard user."""
+    settings = get_settings()
+    admin = Management(settings.mgmt_url).username
+    workers = settings.workers_user
+    if workers == admin:
+        typer.echo(
+            f"note: the workers connect as {workers}, the administrator: for local development "
+            "only; elsewhere give them a user of their own in BACKBONE_AMQP_URL"
+        )
+    else:
+        password = urlsplit(settings.amqp_url).password
+        done = broker.provision(
+            workers, workers_grant(), password=unquote(password) if password else None
+        )
+        typer.echo(broker.describe(done) + " (the workers)")
+        broker.show_password(done)
+        _record(done, "the workers")
+    done = broker.provision(settings.operators_user, operators_grant())
+    typer.echo(broker.describe(done) + " (the operators' dashboard)")
+    broker.show_password(done)
+    _record(done, "the operators")
+
+
+def _grant_of(principal: Principal) -> Grant:
+    if principal.kind == "gateway":
+        return gateway_grant(principal.username, [s.pattern for s in principal.scopes])
+    return agency_grant(principal.username)
+
+
+def _record(done: Provisioned, what: str | None = None) -> None:
+    """Keep what provisioning changed in the registry's access record."""
+    if not done.changes:
+        return
+    action = (
+        "provisioned"
+        if done.created
+        else "password-rotated"
+        if "password set" in done.changes
+        else "reconciled"
+    )
+    detail = ", ".join(done.changes) + (f" ({what})" if what else "")
+    with_registry(lambda r: r.record_access(done.username, action, detail, actor=broker.actor()))
+
+
+def _reserved(name: str) -> None:
+    """Principals may not take the names of the backbone's own users."""
+    settings = get_settings()
+    taken = {
+        settings.workers_user: "the workers' user",
+        settings.operators_user: "the operators' user",
+        Management(settings.mgmt_url).username: "the administrator",
+    }
+    if name in taken:
+        raise fail(f"{name!r} is {taken[name]}; choose another name")
+
+
+PASSWORD_HELP = "Its broker password (default: generated, printed once)."
+ROTATE_HELP = "Give it a new password (printed once) and close its open connections."
 
 
 @agency_app.command("add")
@@ -125,30 +166,41 @@ def agency_add(
     principal: Annotated[
         bool, typer.Option(help="Also a broker user acting for this agency alone.")
     ] = True,
+    password: Annotated[str | None, typer.Option(help=PASSWORD_HELP)] = None,
+    rotate_password: Annotated[bool, typer.Option(help=ROTATE_HELP)] = False,
 ) -> None:
-    """Register an agency (or rename and re-activate it), with its certificates."""
+    """Register an agency (or rename and re-activate it), with its certificates, and its
+    broker user: named by the identifier, it may publish to edoc.submit under that
+    identifier only and read its own inbox, nothing else. Safe to run again."""
     certificates = []
     for path in cert or []:
         try:
             certificates.append(x509.load_pem_x509_certificate(path.read_bytes()))
         except (OSError, ValueError) as exc:
             raise fail(f"cannot read the certificate {path}: {exc}") from None
+    if principal:
+        _reserved(code)
 
     async def work(registry: Registry) -> None:
         await registry.add_agency(code, name, parent=parent, principal=principal)
         for certificate in certificates:
             await registry.register_certificate(code, certificate)
 
-    _with_registry(work)
-    if principal:
-        _declare(
-            f"the inbox of {code}",
-            lambda channel: topology.declare_inbox(channel, code, get_settings().delivery_limit),
-        )
+    with_registry(work)
     typer.echo(
         f"{code} registered ({name})"
         + (f" with {len(certificates)} certificate(s)" if certificates else "")
     )
+    if not principal:
+        return
+    broker.declare(
+        f"the inbox of {code}",
+        lambda channel: topology.declare_inbox(channel, code, get_settings().delivery_limit),
+    )
+    done = broker.provision(code, agency_grant(code), password=password, rotate=rotate_password)
+    typer.echo(broker.describe(done))
+    broker.show_password(done)
+    _record(done)
 
 
 @agency_app.command("list")
@@ -159,7 +211,7 @@ def agency_list(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
     """List agencies, by level or below a unit."""
-    agencies = _with_registry(
+    agencies = with_registry(
         lambda r: r.list_agencies(level=level, under=under, include_inactive=all_)
     )
     if as_json:
@@ -187,9 +239,30 @@ def agency_list(
 
 @agency_app.command("remove")
 def agency_remove(code: Annotated[str, typer.Argument(help="The agency identifier.")]) -> None:
-    """Deactivate an agency: it can no longer send or receive; its history stays."""
-    _with_registry(lambda r: r.deactivate_agency(code))
+    """Deactivate an agency and revoke its broker user: its open connections are closed
+    and new ones refused. Its history stays, and so does its inbox with whatever is still
+    waiting there (re-adding the agency gives it back)."""
+    with_registry(lambda r: r.deactivate_agency(code))
     typer.echo(f"{code} deactivated")
+    _revoke("agency", code)
+
+
+def _revoke(kind: str, username: str) -> None:
+    revoked = broker.revoke(username)
+    queue = broker.inbox_of(kind, username)
+    kept = broker.waiting(queue)
+    detail = (
+        ("broker user deleted" if revoked.user_deleted else "access to the virtual host removed")
+        + f", {revoked.closed_connections} open connection(s) closed"
+        + (f", {kept} message(s) kept in {queue}" if kept is not None else "")
+    )
+    typer.echo(f"{username}: {detail}")
+    if kept:
+        typer.echo(
+            f"{queue} keeps {kept} message(s) not yet received; they stay there until the "
+            "principal is added again or an operator moves them"
+        )
+    with_registry(lambda r: r.record_access(username, "revoked", detail, actor=broker.actor()))
 
 
 @agency_app.command("import")
@@ -213,7 +286,7 @@ def agency_import(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        report = _with_registry(lambda r: r.import_csv(file, advance))
+        report = with_registry(lambda r: r.import_csv(file, advance))
     elapsed = time.perf_counter() - started
     typer.echo(
         f"{file}: {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
@@ -229,22 +302,42 @@ def agency_import(
 def gateway_add(
     name: Annotated[str, typer.Argument(help="The gateway's broker user name.")],
     serves: Annotated[list[str], typer.Option(help="A pattern it serves, e.g. '*.*.*.H41'.")],
+    password: Annotated[str | None, typer.Option(help=PASSWORD_HELP)] = None,
+    rotate_password: Annotated[bool, typer.Option(help=ROTATE_HELP)] = False,
 ) -> None:
-    """Register a provincial gateway serving every agency its patterns match."""
-    _with_registry(lambda r: r.add_gateway(name, serves))
-    _declare(
+    """Register a provincial gateway serving every agency its patterns match, and its
+    broker user: it may publish to edoc.submit under the identifiers it serves and read
+    its gateway queue and their inboxes, nothing else. Safe to run again."""
+    _reserved(name)
+    with_registry(lambda r: r.add_gateway(name, serves))
+    typer.echo(f"gateway {name} serves {', '.join(serves)}")
+    broker.declare(
         f"the inbox of gateway {name}",
         lambda channel: topology.declare_gateway(
             channel, name, serves, get_settings().delivery_limit
         ),
     )
-    typer.echo(f"gateway {name} serves {', '.join(serves)}")
+    done = broker.provision(
+        name, gateway_grant(name, serves), password=password, rotate=rotate_password
+    )
+    typer.echo(broker.describe(done))
+    broker.show_password(done)
+    _record(done)
+
+
+@gateway_app.command("remove")
+def gateway_remove(name: Annotated[str, typer.Argument(help="The gateway's name.")]) -> None:
+    """Deactivate a gateway and revoke its broker user (connections closed, new ones
+    refused); its queue and what waits in it stay."""
+    with_registry(lambda r: r.remove_gateway(name))
+    typer.echo(f"gateway {name} deactivated")
+    _revoke("gateway", name)
 
 
 @gateway_app.command("list")
 def gateway_list() -> None:
     """List gateways and the patterns they serve."""
-    gateways = _with_registry(lambda r: r.list_gateways())
+    gateways = with_registry(lambda r: r.list_gateways())
     table = Table("gateway", "serves", "active", title=f"{len(gateways)} gateways")
     for g in gateways:
         table.add_row(

@@ -6,17 +6,19 @@ import asyncio
 from datetime import date
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 
 from .. import edxml, signing, topology
 from ..client import AsyncGateway, SendError
-from ..config import get_settings
+from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..errors import BackboneError, PackageError
 from . import app
 from ._common import fail, read_limited
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 run_app = typer.Typer(help="Run the backbone's workers.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 
@@ -155,6 +157,19 @@ def receive(
     typer.echo(f"{received} received from {queue}", err=True)
 
 
+def _workers_settings() -> Settings:
+    """The settings the workers run with; guest (RabbitMQ's default administrator) is for a
+    broker on this machine only, as RabbitMQ itself allows."""
+    settings = get_settings()
+    host = urlsplit(settings.amqp_url).hostname or ""
+    if settings.workers_user == "guest" and host not in LOOPBACK:
+        raise fail(
+            f"the workers would connect to {host} as guest: outside local development they "
+            "need a user of their own, set in BACKBONE_AMQP_URL and created by `backbone init`"
+        )
+    return settings
+
+
 @run_app.command("validator")
 def run_validator(
     processes: Annotated[int, typer.Option(min=1, help="Validator processes.")] = 1,
@@ -163,7 +178,7 @@ def run_validator(
     """Validate and route submissions until SIGTERM (in-flight messages are finished)."""
     from ..workers.validator import run_processes
 
-    run_processes(get_settings(), processes, prefetch)
+    run_processes(_workers_settings(), processes, prefetch)
 
 
 @run_app.command("tracker")
@@ -173,7 +188,7 @@ def run_tracker(
     """Record lifecycle events and forward statuses until SIGTERM."""
     from ..workers.tracker import serve
 
-    asyncio.run(serve(get_settings(), prefetch))
+    asyncio.run(serve(_workers_settings(), prefetch))
 
 
 @run_app.command("all")
@@ -184,4 +199,4 @@ def run_all(
     """The validator(s) and the tracker, until SIGTERM."""
     from ..workers.validator import run_processes
 
-    run_processes(get_settings(), processes, prefetch, with_tracker=True)
+    run_processes(_workers_settings(), processes, prefetch, with_tracker=True)

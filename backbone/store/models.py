@@ -87,6 +87,22 @@ class Principal(Base):
     )
 
 
+class AccessChange(Base):
+    """A change of someone's access to the broker, for the record: provisioned, password
+    rotated, revoked. Kept after the principal is gone."""
+
+    __tablename__ = "access_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(40))  # provisioned | rotated | revoked | ...
+    detail: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))  # who ran the command
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index(None, "principal", "at"),)
+
+
 class PrincipalScope(Base):
     """One topic pattern of agencies a principal may act for (an exact code, or ``*.*.*.H41``)."""
 

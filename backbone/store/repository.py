@@ -16,7 +16,15 @@ from ..agency import AgencyCode
 from ..edxml.models import DocumentPackage
 from ..edxml.rules import DATE_FORMAT
 from ..signing.pki import fingerprint
-from .models import Agency, Certificate, Document, Principal, PrincipalScope, new_id
+from .models import (
+    AccessChange,
+    Agency,
+    Certificate,
+    Document,
+    Principal,
+    PrincipalScope,
+    new_id,
+)
 
 
 class Acceptance(StrEnum):
@@ -231,6 +239,29 @@ async def list_principals(session: AsyncSession, kind: str | None = None) -> lis
     if kind is not None:
         query = query.where(Principal.kind == kind)
     return list((await session.execute(query)).scalars())
+
+
+async def set_principal_active(session: AsyncSession, username: str, active: bool) -> bool:
+    result = await session.execute(
+        update(Principal).where(Principal.username == username).values(active=active)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def record_access_change(
+    session: AsyncSession, principal: str, action: str, detail: str | None, actor: str
+) -> None:
+    session.add(AccessChange(principal=principal, action=action, detail=detail, actor=actor))
+    await session.flush()
+
+
+async def access_changes(session: AsyncSession, principal: str) -> list[AccessChange]:
+    result = await session.execute(
+        select(AccessChange)
+        .where(AccessChange.principal == principal)
+        .order_by(AccessChange.at, AccessChange.id)
+    )
+    return list(result.scalars())
 
 
 # --- certificates -------------------------------------------------------------------------

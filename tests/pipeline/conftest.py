@@ -17,9 +17,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from backbone import localnode, signing, topology
+from backbone import access, localnode, signing, topology
 from backbone.config import Settings
 from backbone.mgmt import Management
+from backbone.provisioning import Provisioner
 from backbone.registry import Registry
 from backbone.workers import tracker as tracking
 from backbone.workers.validator import Validator, build
@@ -28,6 +29,7 @@ from ..conftest import Signer
 from ..databases import migrated
 
 PASSWORD = "secret"
+WORKERS = "backbone"  # the workers' user in every test's virtual host
 
 
 @dataclass
@@ -78,22 +80,29 @@ class Pipeline:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def url(self, user: str = "guest") -> str:
+        """The test's virtual host as ``user`` (guest: the administrator)."""
         return self.broker.url(self.vhost, user, "guest" if user == "guest" else PASSWORD)
 
+    @property
+    def provisioner(self) -> Provisioner:
+        return Provisioner(self.broker.mgmt, self.vhost)
+
     async def add_agency(self, code: str, name: str | None = None, *, inbox: bool = True) -> None:
-        """Registry, broker user (may act for it), and inbox."""
+        """Registry, broker user (provisioned as `agency add` does), and inbox."""
         await self.registry.add_agency(code, name or code)
-        await asyncio.to_thread(self.broker.mgmt.add_user, code, PASSWORD)
         await asyncio.to_thread(
-            self.broker.mgmt.set_permissions,
-            self.vhost,
-            code,
-            configure=".*",
-            write=".*",
-            read=".*",
+            self.provisioner.ensure, code, access.agency_grant(code), password=PASSWORD
         )
         if inbox:
             await declare(self.url(), lambda ch: topology.declare_inbox(ch, code))
+
+    async def add_gateway(self, name: str, patterns: list[str]) -> None:
+        """Registry, broker user (as `gateway add` does), and the gateway's queue."""
+        await self.registry.add_gateway(name, patterns)
+        await asyncio.to_thread(
+            self.provisioner.ensure, name, access.gateway_grant(name, patterns), password=PASSWORD
+        )
+        await declare(self.url(), lambda ch: topology.declare_gateway(ch, name, patterns))
 
 
 async def declare(url: str, work: object) -> None:
@@ -129,8 +138,12 @@ async def pipeline(
     )
     database = pipeline_database
     backbone = pki.issue("000.00.00.B00", tmp_path / "backbone-cert", name="Backbone")
+    await asyncio.to_thread(
+        Provisioner(broker.mgmt, vhost).ensure, WORKERS, access.workers_grant(), password=PASSWORD
+    )
     settings = Settings(
-        amqp_url=broker.url(vhost),
+        amqp_url=broker.url(vhost, WORKERS, PASSWORD),  # the workers run as their own user
+        mgmt_url=broker.mgmt.url,
         database_url=database,
         trust_bundle=pki.ca_bundle,
         crl_files=pki.crls(),
@@ -139,7 +152,7 @@ async def pipeline(
         backbone_key=backbone.key,
         backbone_cert=backbone.certificate,
     )
-    await topology.declare_all(settings.amqp_url, settings.delivery_limit)
+    await topology.declare_all(settings.admin_amqp_url, settings.delivery_limit)
     validator, store = build(settings)
     tracker, tracker_store = tracking.build(settings)
     world = Pipeline(broker, vhost, settings, validator.registry, validator, signers, tracker)

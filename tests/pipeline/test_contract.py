@@ -29,10 +29,11 @@ def address(channel: str, **parameters: str) -> str:
 
 
 def pika_gateway(
-    url: str, user: str, body: bytes, inbox_of: str
+    sender_url: str, recipient_url: str, body: bytes, inbox_of: str
 ) -> tuple[bytes, dict[str, object]]:
-    """Publish as the contract says, then wait for the recipient's copy (plain pika)."""
-    connection = pika.BlockingConnection(pika.URLParameters(url))
+    """Publish as the contract says, then wait for the recipient's copy (plain pika, each
+    agency with its own user)."""
+    connection = pika.BlockingConnection(pika.URLParameters(sender_url))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
@@ -42,7 +43,7 @@ def pika_gateway(
             body,
             pika.BasicProperties(
                 message_id=uuid.uuid4().hex,
-                user_id=user,
+                user_id=SENDER,
                 type="edoc",
                 content_type="application/xml",
                 delivery_mode=2,
@@ -50,6 +51,11 @@ def pika_gateway(
             ),
             mandatory=True,
         )
+    finally:
+        connection.close()
+    connection = pika.BlockingConnection(pika.URLParameters(recipient_url))
+    try:
+        channel = connection.channel()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             method, properties, received = channel.basic_get(address("inbox", agency=inbox_of))
@@ -79,7 +85,7 @@ async def test_a_plain_pika_gateway_sends_and_receives(pipeline: Pipeline) -> No
         make_document(recipients=[RECIPIENT], document_id=f"contract-{uuid.uuid4()}")
     )
     body, headers = await asyncio.to_thread(
-        pika_gateway, pipeline.url(SENDER), SENDER, signed, RECIPIENT
+        pika_gateway, pipeline.url(SENDER), pipeline.url(RECIPIENT), signed, RECIPIENT
     )
     assert body == signed
     delivery = CONTRACT["components"]["messageTraits"]["delivery"]["headers"]["properties"]

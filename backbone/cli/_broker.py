@@ -1,0 +1,142 @@
+"""The broker side of the registry commands: declaring, provisioning and revoking, with
+messages an operator can act on."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aio_pika
+import typer
+from aio_pika.abc import AbstractChannel
+from aio_pika.exceptions import AMQPError
+
+from .. import topology
+from ..access import Grant
+from ..config import get_settings
+from ..mgmt import Management, ManagementError
+from ..provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
+from ._common import fail
+
+T = TypeVar("T")
+
+
+class BrokerUnreachable(Exception):
+    """The broker or its management API did not answer (or refused the administrator)."""
+
+
+def provisioner() -> Provisioner:
+    settings = get_settings()
+    return Provisioner(Management(settings.mgmt_url), settings.vhost)
+
+
+def actor() -> str:
+    """Who made a change, for the record: the operating-system user and the broker
+    administrator it acted as."""
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):
+        login = "unknown"
+    return f"{login} as {Management(get_settings().mgmt_url).username}"
+
+
+def on_channel(work: Callable[[AbstractChannel], Awaitable[T]]) -> T:
+    """Run ``work`` on a channel of the broker, as the administrator."""
+
+    async def run() -> T:
+        connection = await aio_pika.connect(get_settings().admin_amqp_url, timeout=10)
+        try:
+            return await work(await connection.channel())
+        finally:
+            await connection.close()
+
+    try:
+        return asyncio.run(run())
+    except (TimeoutError, OSError, ConnectionError, AMQPError) as exc:
+        raise BrokerUnreachable(str(exc) or type(exc).__name__) from None
+
+
+def declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bool:
+    """Declare on the configured broker; a warning (not a failure) if it is unreachable."""
+    try:
+        on_channel(work)
+    except BrokerUnreachable as exc:
+        typer.echo(
+            f"warning: {what} not declared, the broker is unreachable ({exc}); "
+            "run `backbone init` once it is up",
+            err=True,
+        )
+        return False
+    return True
+
+
+def provision(
+    username: str, grant: Grant, *, password: str | None = None, rotate: bool = False
+) -> Provisioned:
+    """``Provisioner.ensure``, failing with what to do when the broker cannot be reached."""
+    try:
+        return provisioner().ensure(username, grant, password=password, rotate=rotate)
+    except ProvisioningError as exc:
+        raise fail(str(exc)) from None
+    except ManagementError as exc:
+        raise fail(
+            f"broker access for {username} not provisioned: {exc}; the registry keeps what "
+            "was done, run the same command again once the broker answers"
+        ) from None
+
+
+def has_user(username: str) -> bool:
+    try:
+        return provisioner().mgmt.user(username) is not None
+    except ManagementError as exc:
+        raise fail(str(exc)) from None
+
+
+def revoke(username: str) -> Revoked:
+    try:
+        return provisioner().revoke(username)
+    except ProvisioningError as exc:
+        raise fail(str(exc)) from None
+    except ManagementError as exc:
+        raise fail(
+            f"broker access of {username} not revoked: {exc}; it is deactivated in the "
+            "registry (the validator refuses it), run the same command again once the "
+            "broker answers"
+        ) from None
+
+
+def describe(done: Provisioned) -> str:
+    """What provisioning did, in one line for the operator and the record."""
+    if not done.changes:
+        return f"broker access of {done.username} unchanged"
+    text = f"broker user {done.username}: {', '.join(done.changes)}"
+    if done.closed_connections:
+        text += f"; {done.closed_connections} open connection(s) closed"
+    return text
+
+
+def show_password(done: Provisioned) -> None:
+    if done.password is not None:
+        typer.echo(f"password of {done.username} (shown once, store it now): {done.password}")
+
+
+def waiting(queue: str) -> int | None:
+    """Messages ready in ``queue`` (exact, from the broker), or None if it is absent."""
+
+    async def count(channel: AbstractChannel) -> int | None:
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+        except AMQPError:
+            return None
+        return declared.declaration_result.message_count
+
+    try:
+        return on_channel(count)
+    except BrokerUnreachable:
+        return None
+
+
+def inbox_of(kind: str, username: str) -> str:
+    return topology.gateway_queue(username) if kind == "gateway" else topology.inbox(username)

@@ -1,0 +1,155 @@
+"""Broker users for principals, through the management API: create, keep in step with
+their grant, rotate, revoke.
+
+Idempotent: ``ensure`` on a user whose password, tags and permissions already match
+changes nothing on the broker (a given password is compared with the stored salted hash,
+never reset for nothing). Users are global in RabbitMQ but permissions belong to a virtual
+host; ``revoke`` removes the backbone's virtual host from a user and deletes the user only
+when no other virtual host still grants it anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from .access import Grant
+from .mgmt import Management, user_tags
+
+SHA256 = "rabbit_password_hashing_sha256"
+SHA512 = "rabbit_password_hashing_sha512"
+
+
+class ProvisioningError(Exception):
+    """A principal cannot be provisioned as asked (a reserved name, for one)."""
+
+
+def new_password() -> str:
+    """A password for a machine principal: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+def password_matches(user: dict[str, object], password: str) -> bool:
+    """Does ``password`` match the salted hash the broker stores (RabbitMQ's scheme: base64
+    of a 4-byte salt followed by hash(salt + password))?"""
+    algorithm = user.get("hashing_algorithm")
+    digest = {SHA256: hashlib.sha256, SHA512: hashlib.sha512}.get(str(algorithm))
+    try:
+        stored = base64.b64decode(str(user.get("password_hash") or ""), validate=True)
+    except ValueError:
+        return False
+    if digest is None or len(stored) < 5:
+        return False
+    salt = stored[:4]
+    return secrets.compare_digest(stored[4:], digest(salt + password.encode()).digest())
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """What ``ensure`` did. ``password`` is set when a new one was made here (to be shown
+    once); ``changes`` is empty when the broker already matched."""
+
+    username: str
+    created: bool
+    password: str | None
+    changes: tuple[str, ...]
+    closed_connections: int = 0
+
+
+@dataclass(frozen=True)
+class Revoked:
+    username: str
+    user_deleted: bool
+    closed_connections: int
+
+
+@dataclass(frozen=True)
+class Provisioner:
+    """Applies grants on one virtual host."""
+
+    mgmt: Management
+    vhost: str
+
+    def ensure(
+        self,
+        username: str,
+        grant: Grant,
+        *,
+        password: str | None = None,
+        rotate: bool = False,
+    ) -> Provisioned:
+        """Make ``username`` exist with ``grant``. A new user gets ``password`` or a
+        generated one; an existing user keeps its password unless ``rotate`` (a new
+        generated one, or ``password``) or a different ``password`` is given. Setting a
+        password closes the user's open connections: who holds the old one is out."""
+        if username == self.mgmt.username:
+            raise ProvisioningError(
+                f"{username!r} is the administrator the management API is called as; "
+                "a principal needs a user of its own"
+            )
+        user = self.mgmt.user(username)
+        tags = ",".join(grant.tags)
+        changes: list[str] = []
+        made: str | None = None
+        closed = 0
+        if user is None:
+            made = password if password is not None else new_password()
+            self.mgmt.add_user(username, made, tags)
+            changes.append("user created")
+        elif rotate or (password is not None and not password_matches(user, password)):
+            made = password if password is not None else new_password()
+            self.mgmt.add_user(username, made, tags)
+            changes.append("password set")
+            closed = self.close_connections(username, "password changed")
+        elif set(user_tags(user)) != set(grant.tags):
+            self.mgmt.set_tags(username, str(user["password_hash"]), tags)
+            changes.append(f"tags set to {tags or 'none'}")
+        if self.mgmt.permissions(self.vhost, username) != {
+            "user": username,
+            "vhost": self.vhost,
+            **grant.permissions(),
+        }:
+            self.mgmt.set_permissions(self.vhost, username, **grant.permissions())
+            changes.append("permissions set")
+        have = {
+            t["exchange"]: (t.get("write", ""), t.get("read", ""))
+            for t in self.mgmt.topic_permissions(self.vhost, username)
+        }
+        wanted = {exchange: (keys, "") for exchange, keys in grant.topic.items()}
+        if have != wanted:
+            self.mgmt.delete_topic_permissions(self.vhost, username)
+            for exchange, (keys, _) in wanted.items():
+                self.mgmt.set_topic_permissions(self.vhost, username, exchange, write=keys)
+            changes.append("routing keys set")
+        return Provisioned(
+            username,
+            created=user is None,
+            password=made if password is None else None,
+            changes=tuple(changes),
+            closed_connections=closed,
+        )
+
+    def revoke(self, username: str) -> Revoked:
+        """Take the backbone's virtual host from ``username`` and close its connections
+        there; delete the user if it has no other virtual host. The inbox and what waits
+        in it are kept."""
+        if username == self.mgmt.username:
+            raise ProvisioningError(f"{username!r} is the administrator; it is not revoked")
+        self.mgmt.delete_topic_permissions(self.vhost, username)
+        self.mgmt.delete_permissions(self.vhost, username)
+        elsewhere = [p for p in self.mgmt.user_permissions(username) if p["vhost"] != self.vhost]
+        deleted = False
+        if not elsewhere and self.mgmt.user(username) is not None:
+            self.mgmt.delete_user(username)
+            deleted = True
+        closed = self.close_connections(username, "access revoked by the backbone's operators")
+        return Revoked(username, deleted, closed)
+
+    def close_connections(self, username: str, reason: str) -> int:
+        """Close the user's connections to this virtual host; how many there were."""
+        connections = [c for c in self.mgmt.connections(username) if c.get("vhost") == self.vhost]
+        for connection in connections:
+            self.mgmt.close_connection(str(connection["name"]), reason)
+        return len(connections)
