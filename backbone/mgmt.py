@@ -59,7 +59,8 @@ class Management:
         missing_ok: bool = False,
         headers: dict[str, str] | None = None,
     ) -> Any:
-        """The decoded answer; None for an empty one, or for a 404 when ``missing_ok``."""
+        """The decoded answer; None for an empty one. With ``missing_ok``, a 404 is None
+        for a GET and 404 otherwise (nothing to change)."""
         try:
             with self._client() as client:
                 response = client.request(method, path, json=body, headers=headers)
@@ -68,7 +69,7 @@ class Management:
                 f"cannot reach the RabbitMQ management API at {_safe(self.url)}: {exc}"
             ) from None
         if response.status_code == 404 and missing_ok:
-            return None
+            return None if method == "GET" else 404
         if response.status_code == 401:
             raise ManagementError(
                 f"the management API at {_safe(self.url)} refused user {self.username!r}: "
@@ -148,10 +149,17 @@ class Management:
         """The user's open AMQP connections (``name``, ``vhost``, ``peer_host``...)."""
         return list(self._call("GET", f"/connections/username/{_q(user)}", missing_ok=True) or [])
 
-    def close_connection(self, name: str, reason: str) -> None:
-        self._call(
-            "DELETE", f"/connections/{_q(name)}", missing_ok=True, headers={"X-Reason": reason}
-        )
+    def close_connection(self, name: str, reason: str) -> bool:
+        """Close one connection; False if the API does not know it (yet: it learns of new
+        connections from statistics, every few seconds)."""
+        path = f"/connections/{_q(name)}"
+        answer = self._call("DELETE", path, missing_ok=True, headers={"X-Reason": reason})
+        return bool(answer != 404)
+
+    def close_user_connections(self, user: str, reason: str) -> None:
+        """Close every connection of ``user``, on every virtual host, at once."""
+        path = f"/connections/username/{_q(user)}"
+        self._call("DELETE", path, missing_ok=True, headers={"X-Reason": reason})
 
     # --- what exists ------------------------------------------------------------------------
 

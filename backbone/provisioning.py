@@ -13,11 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .access import Grant
 from .mgmt import Management, user_tags
 
+CLOSE_WAIT = 10.0  # seconds to wait for the management API to learn of a new connection
 SHA256 = "rabbit_password_hashing_sha256"
 SHA512 = "rabbit_password_hashing_sha512"
 
@@ -137,6 +140,7 @@ class Provisioner:
         in it are kept."""
         if username == self.mgmt.username:
             raise ProvisioningError(f"{username!r} is the administrator; it is not revoked")
+        open_before = self._connections(username)  # deleting a user may close them itself
         self.mgmt.delete_topic_permissions(self.vhost, username)
         self.mgmt.delete_permissions(self.vhost, username)
         elsewhere = [p for p in self.mgmt.user_permissions(username) if p["vhost"] != self.vhost]
@@ -144,12 +148,32 @@ class Provisioner:
         if not elsewhere and self.mgmt.user(username) is not None:
             self.mgmt.delete_user(username)
             deleted = True
-        closed = self.close_connections(username, "access revoked by the backbone's operators")
+        closed = self.close_connections(
+            username, "access revoked by the backbone's operators", also=open_before
+        )
         return Revoked(username, deleted, closed)
 
-    def close_connections(self, username: str, reason: str) -> int:
-        """Close the user's connections to this virtual host; how many there were."""
-        connections = [c for c in self.mgmt.connections(username) if c.get("vhost") == self.vhost]
-        for connection in connections:
-            self.mgmt.close_connection(str(connection["name"]), reason)
-        return len(connections)
+    def close_connections(self, username: str, reason: str, also: Iterable[str] = ()) -> int:
+        """Close the user's connections to this virtual host (and the named ones, if still
+        open); how many there were."""
+        connections = self.mgmt.connections(username)
+        names = set(also) | {str(c["name"]) for c in connections if c.get("vhost") == self.vhost}
+        if not names:
+            return 0
+        if all(c.get("vhost") == self.vhost for c in connections):
+            self.mgmt.close_user_connections(username, reason)  # at once, by name of user
+            return len(names)
+        deadline = time.monotonic() + CLOSE_WAIT
+        pending = set(names)
+        while pending and time.monotonic() < deadline:  # one at a time, once the API knows them
+            pending = {n for n in pending if not self.mgmt.close_connection(n, reason)}
+            open_now = {str(c["name"]) for c in self.mgmt.connections(username)}
+            pending &= open_now
+            if pending:
+                time.sleep(0.5)
+        return len(names)
+
+    def _connections(self, username: str) -> set[str]:
+        return {
+            str(c["name"]) for c in self.mgmt.connections(username) if c.get("vhost") == self.vhost
+        }

@@ -24,7 +24,11 @@ T = TypeVar("T")
 
 
 class BrokerUnreachable(Exception):
-    """The broker or its management API did not answer (or refused the administrator)."""
+    """The broker did not answer, or refused the administrator's login."""
+
+
+class BrokerRefused(Exception):
+    """The broker answered but refused an operation (an inequivalent declaration...)."""
 
 
 def provisioner() -> Provisioner:
@@ -46,16 +50,18 @@ def on_channel(work: Callable[[AbstractChannel], Awaitable[T]]) -> T:
     """Run ``work`` on a channel of the broker, as the administrator."""
 
     async def run() -> T:
-        connection = await aio_pika.connect(get_settings().admin_amqp_url, timeout=10)
+        try:
+            connection = await aio_pika.connect(get_settings().admin_amqp_url, timeout=10)
+        except (TimeoutError, OSError, ConnectionError, AMQPError) as exc:
+            raise BrokerUnreachable(str(exc) or type(exc).__name__) from None
         try:
             return await work(await connection.channel())
+        except AMQPError as exc:
+            raise BrokerRefused(str(exc) or type(exc).__name__) from None
         finally:
             await connection.close()
 
-    try:
-        return asyncio.run(run())
-    except (TimeoutError, OSError, ConnectionError, AMQPError) as exc:
-        raise BrokerUnreachable(str(exc) or type(exc).__name__) from None
+    return asyncio.run(run())
 
 
 def declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bool:
@@ -69,6 +75,8 @@ def declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bo
             err=True,
         )
         return False
+    except BrokerRefused as exc:
+        raise fail(f"the broker refused to declare {what}: {exc}") from None
     return True
 
 
@@ -126,15 +134,12 @@ def waiting(queue: str) -> int | None:
     """Messages ready in ``queue`` (exact, from the broker), or None if it is absent."""
 
     async def count(channel: AbstractChannel) -> int | None:
-        try:
-            declared = await channel.declare_queue(queue, passive=True)
-        except AMQPError:
-            return None
+        declared = await channel.declare_queue(queue, passive=True)
         return declared.declaration_result.message_count
 
     try:
         return on_channel(count)
-    except BrokerUnreachable:
+    except (BrokerUnreachable, BrokerRefused):  # no broker, or no such queue
         return None
 
 

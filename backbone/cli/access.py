@@ -154,12 +154,14 @@ def _print(report: dict[str, Any], expected: bool) -> None:
     if permissions is None:
         echo("  permissions: none on this virtual host (it cannot connect to it)")
     else:
-        echo("  permissions: " + " · ".join(f"{k} {v!r}" for k, v in permissions.items()))
+        shown = " · ".join(f"{k} {v or '(nothing)'}" for k, v in permissions.items())
+        echo(f"  permissions: {shown}")
         for exchange, keys in report["routing_keys"].items():
-            echo(f"  routing keys on {exchange}: {keys!r}")
+            echo(f"  routing keys on {exchange}: {keys or '(none)'}")
         echo("  can:")
         configure = report["may_configure"]
-        echo(f"    declare, delete: {_shorten(configure)}" if configure else "    declare: —")
+        if configure:
+            echo(f"    declare, delete: {_shorten(configure)}")
         echo(f"    publish to: {_shorten(report['may_publish_to'])}")
         echo(f"    consume from: {_shorten(report['may_consume_from'])}")
         echo("  cannot:")
