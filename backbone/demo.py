@@ -17,15 +17,18 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import edxml, localnode, signing, topology
+from . import access, edxml, localnode, signing, topology
 from .client import AsyncGateway, Delivery
 from .config import Settings
 from .edxml.factory import File, new_document
 from .mgmt import Management
+from .provisioning import Provisioner, new_password
 from .store import migrate
 from .workers import tracker as tracking
 from .workers.validator import build
@@ -34,7 +37,6 @@ MINISTRY, NGHE_AN, CAO_BANG = "000.00.00.G22", "000.00.00.H41", "000.00.00.H14"
 DISTRICT, COMMUNE = "000.00.15.H41", "001.03.15.H41"
 GATEWAY, SERVES = "lgsp-h41", "*.*.15.H41"
 UNKNOWN = "000.00.00.H99"
-PASSWORD = "demo-password"
 AGENCIES = {
     MINISTRY: "Văn phòng Chính phủ",
     NGHE_AN: "UBND Tỉnh Nghệ An",
@@ -83,9 +85,13 @@ def run(console: Console | None = None) -> None:
     management.set_permissions(
         vhost, urlsplit(amqp).username or "guest", configure=".*", write=".*", read=".*"
     )
+    provisioner = Provisioner(management, vhost)
+    passwords: dict[str, str] = {}
     try:
-        asyncio.run(_story(console, amqp, management, vhost, workdir))
+        asyncio.run(_story(console, amqp, provisioner, passwords, workdir))
     finally:
+        for user in passwords:
+            provisioner.revoke(user)
         management.delete_vhost(vhost)
         if node is not None:
             node.stop()
@@ -93,8 +99,13 @@ def run(console: Console | None = None) -> None:
 
 
 async def _story(
-    console: Console, amqp: str, management: Management, vhost: str, workdir: Path
+    console: Console,
+    amqp: str,
+    provisioner: Provisioner,
+    passwords: dict[str, str],
+    workdir: Path,
 ) -> None:
+    vhost = provisioner.vhost
     console.rule("[bold]backbone demo: signed documents between agencies over RabbitMQ")
     database = f"sqlite:///{workdir / 'backbone.db'}"
     await asyncio.to_thread(migrate.upgrade, database)
@@ -107,8 +118,11 @@ async def _story(
     backbone_cert = certs["000.00.00.B00"]
     admin_user = urlsplit(amqp).username or "guest"
     admin_url = _url(amqp, vhost, admin_user, urlsplit(amqp).password or "guest")
+    workers = f"{vhost}-workers"  # the backbone's own principal, for this demo only
+    await _principal(provisioner, passwords, workers, access.workers_grant())
     settings = Settings(
-        amqp_url=admin_url,
+        amqp_url=_url(amqp, vhost, workers, passwords[workers]),
+        mgmt_url=provisioner.mgmt.url,
         database_url=database,
         trust_bundle=pki.ca_bundle,
         crl_files=pki.crls(),
@@ -131,29 +145,37 @@ async def _story(
         await registry.add_agency(code, AGENCIES[code])
         certificate = signing.load_certificates(str(certs[code].certificate))[0]
         await registry.register_certificate(code, certificate)
-        await _principal(management, vhost, code)
+        await _principal(provisioner, passwords, code, access.agency_grant(code))
         await topology.declare_inbox(channel, code)
     await registry.add_agency(DISTRICT, AGENCIES[DISTRICT], principal=False)
     await registry.add_agency(COMMUNE, AGENCIES[COMMUNE], principal=False)
     await registry.add_gateway(GATEWAY, [SERVES])
-    await _principal(management, vhost, GATEWAY)
+    await _principal(provisioner, passwords, GATEWAY, access.gateway_grant(GATEWAY, [SERVES]))
     await topology.declare_gateway(channel, GATEWAY, [SERVES])
     await connection.close()
 
-    workers = []
+    running = []
     for worker in (validator, tracker):
         ready = asyncio.Event()
-        workers.append(asyncio.create_task(worker.run(ready=ready)))
+        running.append(asyncio.create_task(worker.run(ready=ready)))
         await asyncio.wait_for(ready.wait(), 30)
     console.print(
         "2. The validator (format, signature, sender, recipients, duplicates) and the "
-        "tracker (every document's lifecycle) are running"
+        f"tracker (every document's lifecycle) are running as {workers!r}, the only user "
+        "that may publish deliveries; each agency's user may publish only as itself and "
+        "read only its own inbox"
     )
 
-    story = Story()
-
     def url(user: str) -> str:
-        return _url(amqp, vhost, user, PASSWORD)
+        return _url(amqp, vhost, user, passwords[user])
+
+    for attempt, refusal in (
+        ("Cao Bằng reading Nghệ An's inbox", _read(url(CAO_BANG), topology.inbox(NGHE_AN))),
+        ("Cao Bằng publishing as the ministry", _publish_as(url(CAO_BANG), MINISTRY, CAO_BANG)),
+    ):
+        console.print(f"   {attempt}: [red]{escape(await refusal)}[/red]")
+
+    story = Story()
 
     key = signing.load_private_key(str(certs[MINISTRY].key))
     chain = signing.load_certificates(str(certs[MINISTRY].certificate))
@@ -223,18 +245,62 @@ async def _story(
     console.print(table)
     validator.stop()
     tracker.stop()
-    await asyncio.gather(*workers)
+    await asyncio.gather(*running)
     await store.close()
     await tracker_store.close()
     console.rule("every document routed or refused with a reason; nothing lost")
 
 
-async def _principal(management: Management, vhost: str, user: str) -> None:
-    """A broker user for a principal (issue 7 narrows what it may do)."""
-    await asyncio.to_thread(management.add_user, user, PASSWORD)
-    await asyncio.to_thread(
-        management.set_permissions, vhost, user, configure=".*", write=".*", read=".*"
-    )
+async def _principal(
+    provisioner: Provisioner, passwords: dict[str, str], user: str, grant: access.Grant
+) -> None:
+    """A broker user provisioned as `agency add` does, with a password for this run. A
+    broker given by BACKBONE_AMQP_URL may have such a user in use: the demo leaves it."""
+    if await asyncio.to_thread(provisioner.mgmt.user_permissions, user):
+        raise SystemExit(
+            f"the broker has a user {user!r} in use; run the demo on a node of its own "
+            "(unset BACKBONE_AMQP_URL and BACKBONE_MGMT_URL)"
+        )
+    passwords[user] = new_password()
+    await asyncio.to_thread(provisioner.ensure, user, grant, password=passwords[user])
+
+
+async def _read(url: str, queue: str) -> str:
+    """Try to consume ``queue``; what the broker said."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        source = await channel.get_queue(queue, ensure=False)
+        await source.consume(_ignore)
+    except AMQPError as exc:
+        return f"refused by the broker ({_reason(exc)})"
+    finally:
+        await connection.close()
+    return "allowed (this should not happen)"
+
+
+async def _publish_as(url: str, routing_key: str, user: str) -> str:
+    """Try to submit under ``routing_key``; what the broker said."""
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(topology.SUBMIT, ensure=False)
+        await exchange.publish(aio_pika.Message(b"<forged/>", user_id=user), routing_key)
+    except AMQPError as exc:
+        return f"refused by the broker ({_reason(exc)})"
+    finally:
+        await connection.close()
+    return "allowed (this should not happen)"
+
+
+async def _ignore(message: AbstractIncomingMessage) -> None:
+    await message.reject(requeue=True)
+
+
+def _reason(exc: AMQPError) -> str:
+    """``ACCESS_REFUSED - access to queue 'x' ... refused for user 'y'`` of an error."""
+    text = str(exc.args[1] if len(exc.args) > 1 else exc)
+    return text.split(" - ")[0] if " - " in text else text
 
 
 def _short(document_id: str | None) -> str:

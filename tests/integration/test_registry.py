@@ -91,9 +91,32 @@ async def test_bad_input_is_refused_clearly(registry: Registry, root: str) -> No
         await registry.deactivate_agency(f"000.00.00.{root}")
     with pytest.raises(RegistryError, match="not an agency pattern"):
         await registry.add_gateway(f"gw-{root}", ["*.H41"])
-    await registry.add_gateway(f"gw-{root}", [f"*.*.*.{root}"])
-    with pytest.raises(RegistryError, match="already a principal"):
-        await registry.add_gateway(f"gw-{root}", [f"*.*.*.{root}"])
+    first = await registry.add_gateway(f"gw-{root}", [f"*.*.*.{root}"])
+    again = await registry.add_gateway(f"gw-{root}", [f"*.*.*.{root}"])  # idempotent
+    assert again.id == first.id
+    with pytest.raises(RegistryError, match=rf"already serves \*\.\*\.\*\.{root}; remove it"):
+        await registry.add_gateway(f"gw-{root}", [f"*.*.15.{root}"])
+    await registry.remove_gateway(f"gw-{root}")
+    assert not await registry.may_act_for(f"gw-{root}", f"000.00.00.{root}")
+    with pytest.raises(RegistryError, match="not a registered gateway"):
+        await registry.remove_gateway(f"gw-none-{root}")
+    await registry.add_agency(f"000.00.00.{root}", "x")
+    with pytest.raises(RegistryError, match="the principal of an agency"):
+        await registry.add_gateway(f"000.00.00.{root}", [f"*.*.*.{root}"])
+
+
+async def test_removing_an_agency_deactivates_its_principal(registry: Registry, root: str) -> None:
+    code = f"000.00.00.{root}"
+    await registry.add_agency(code, "x")
+    assert await registry.may_act_for(code, code)
+    await registry.deactivate_agency(code)
+    principal = await registry.get_principal(code)
+    assert principal is not None and not principal.active
+    await registry.add_agency(code, "x")  # added again: acts again
+    assert await registry.may_act_for(code, code)
+    await registry.record_access(code, "revoked", "a detail", actor="tester")
+    (change,) = await registry.access_history(code)
+    assert (change.action, change.detail, change.actor) == ("revoked", "a detail", "tester")
 
 
 def _write_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:

@@ -28,9 +28,12 @@ def test_the_demo_routes_answers_and_refuses(
         "001.03.15.H41 reported 01 (arrived) on '7817/VPCP-TTĐT'",
         "'7818/VPCP-TTĐT' was refused at check 5-signature: digest-mismatch",
         "'7819/VPCP-TTĐT' was refused at check 7-recipients: unknown-recipient",
+        "Cao Bằng reading Nghệ An's inbox: refused by the broker (ACCESS_REFUSED)",
+        "Cao Bằng publishing as the ministry: refused by the broker (ACCESS_REFUSED)",
     ):
         assert line in story
     assert not [v for v in _vhosts(broker.mgmt) if v.startswith("demo-")]  # cleaned up
+    assert broker.mgmt.user("000.00.00.G22") is None  # and so are its users
 
 
 def _vhosts(management: Management) -> list[str]:
