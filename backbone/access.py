@@ -178,7 +178,9 @@ def differences(
             found.append(f"routing keys on {exchange} are {shown}, expected {wanted!r}")
     for exchange in sorted(set(topics) - set(grant.topic)):
         found.append(f"an unexpected topic permission on {exchange}")
-    missing = set(grant.tags) - set(tags)
+    missing, extra = set(grant.tags) - set(tags), set(tags) - set(grant.tags)
     if missing:
         found.append(f"tags lack {', '.join(sorted(missing))}")
+    if extra:  # impersonator lets a user set any user_id; administrator, anything
+        found.append(f"unexpected tags {', '.join(sorted(extra))}")
     return found

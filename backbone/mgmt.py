@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
@@ -35,11 +35,11 @@ class Management:
     @property
     def username(self) -> str:
         """The user the API is called as (the administrator who provisions)."""
-        return urlsplit(self.url).username or "guest"
+        return unquote(urlsplit(self.url).username or "guest")
 
     @property
     def password(self) -> str:
-        return urlsplit(self.url).password or "guest"
+        return unquote(urlsplit(self.url).password or "guest")
 
     def _client(self) -> httpx.Client:
         parts = urlsplit(self.url)
@@ -64,7 +64,7 @@ class Management:
         try:
             with self._client() as client:
                 response = client.request(method, path, json=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             raise ManagementError(
                 f"cannot reach the RabbitMQ management API at {_safe(self.url)}: {exc}"
             ) from None
@@ -77,7 +77,13 @@ class Management:
             )
         if response.status_code >= 400:
             raise ManagementError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return response.json() if response.content else None
+        try:
+            return response.json() if response.content else None
+        except ValueError:
+            raise ManagementError(
+                f"{method} {path}: not the RabbitMQ management API at {_safe(self.url)} "
+                f"(it answered {response.text[:100]!r})"
+            ) from None
 
     # --- virtual hosts ----------------------------------------------------------------------
 
@@ -98,9 +104,14 @@ class Management:
         """Create the user, or set its password and tags."""
         self._call("PUT", f"/users/{_q(name)}", {"password": password, "tags": tags})
 
-    def set_tags(self, name: str, password_hash: str, tags: str) -> None:
-        """Change a user's tags, keeping its password (by its hash)."""
-        self._call("PUT", f"/users/{_q(name)}", {"password_hash": password_hash, "tags": tags})
+    def set_tags(self, name: str, user: dict[str, Any], tags: str) -> None:
+        """Change a user's tags, keeping its password (its hash, and how it was hashed)."""
+        body = {
+            "password_hash": user.get("password_hash", ""),
+            "hashing_algorithm": user.get("hashing_algorithm"),
+            "tags": tags,
+        }
+        self._call("PUT", f"/users/{_q(name)}", {k: v for k, v in body.items() if v is not None})
 
     def delete_user(self, name: str) -> None:
         self._call("DELETE", f"/users/{_q(name)}", missing_ok=True)
@@ -191,5 +202,4 @@ def user_tags(user: dict[str, Any]) -> list[str]:
 def _safe(url: str) -> str:
     """The URL without its password, for messages."""
     parts = urlsplit(url)
-    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-    return f"{parts.scheme}://{host}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

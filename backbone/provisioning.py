@@ -107,8 +107,20 @@ class Provisioner:
             changes.append("password set")
             closed = self.close_connections(username, "password changed")
         elif set(user_tags(user)) != set(grant.tags):
-            self.mgmt.set_tags(username, str(user["password_hash"]), tags)
+            self.mgmt.set_tags(username, user, tags)
             changes.append(f"tags set to {tags or 'none'}")
+        # routing keys before permissions: without a topic permission any key is admitted
+        have = {
+            t["exchange"]: (t.get("write", ""), t.get("read", ""))
+            for t in self.mgmt.topic_permissions(self.vhost, username)
+        }
+        wanted = {exchange: (keys, "") for exchange, keys in grant.topic.items()}
+        if have != wanted:
+            if set(have) - set(wanted):
+                self.mgmt.delete_topic_permissions(self.vhost, username)
+            for exchange, (keys, _) in wanted.items():
+                self.mgmt.set_topic_permissions(self.vhost, username, exchange, write=keys)
+            changes.append("routing keys set")
         if self.mgmt.permissions(self.vhost, username) != {
             "user": username,
             "vhost": self.vhost,
@@ -116,16 +128,9 @@ class Provisioner:
         }:
             self.mgmt.set_permissions(self.vhost, username, **grant.permissions())
             changes.append("permissions set")
-        have = {
-            t["exchange"]: (t.get("write", ""), t.get("read", ""))
-            for t in self.mgmt.topic_permissions(self.vhost, username)
-        }
-        wanted = {exchange: (keys, "") for exchange, keys in grant.topic.items()}
-        if have != wanted:
-            self.mgmt.delete_topic_permissions(self.vhost, username)
-            for exchange, (keys, _) in wanted.items():
-                self.mgmt.set_topic_permissions(self.vhost, username, exchange, write=keys)
-            changes.append("routing keys set")
+        if user is not None and changes and not closed:
+            # channels opened under the old rights keep them: those connections must go
+            closed = self.close_connections(username, "access changed")
         return Provisioned(
             username,
             created=user is None,
@@ -141,8 +146,8 @@ class Provisioner:
         if username == self.mgmt.username:
             raise ProvisioningError(f"{username!r} is the administrator; it is not revoked")
         open_before = self._connections(username)  # deleting a user may close them itself
+        self.mgmt.delete_permissions(self.vhost, username)  # first: then nothing is admitted
         self.mgmt.delete_topic_permissions(self.vhost, username)
-        self.mgmt.delete_permissions(self.vhost, username)
         elsewhere = [p for p in self.mgmt.user_permissions(username) if p["vhost"] != self.vhost]
         deleted = False
         if not elsewhere and self.mgmt.user(username) is not None:

@@ -91,6 +91,8 @@ class Registry:
                 existing = await repo.get_principal(session, code)
                 if existing is None:
                     await repo.add_principal(session, code, "agency", [code])
+                elif existing.kind != "agency":
+                    raise RegistryError(f"{code} is already the name of a gateway")
                 elif not existing.active:
                     existing.active = True
             row = await repo.get_agency(session, code)
@@ -186,6 +188,8 @@ class Registry:
         """A provincial gateway: one broker user acting for every agency its patterns match."""
         if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise RegistryError(f"{name!r}: a gateway name uses letters, digits, '-', '_' or '.'")
+        if AgencyCode.is_valid(name):
+            raise RegistryError(f"{name!r} is an agency identifier; name the gateway otherwise")
         if not patterns:
             raise RegistryError(f"{name}: a gateway serves at least one pattern")
         for pattern in patterns:

@@ -89,17 +89,21 @@ def provision(
     except ProvisioningError as exc:
         raise fail(str(exc)) from None
     except ManagementError as exc:
-        raise fail(
-            f"broker access for {username} not provisioned: {exc}; the registry keeps what "
-            "was done, run the same command again once the broker answers"
-        ) from None
+        raise _not_provisioned(username, exc) from None
+
+
+def _not_provisioned(username: str, exc: ManagementError) -> typer.Exit:
+    return fail(
+        f"broker access for {username} not provisioned: {exc}; the registry keeps what "
+        "was done, run the same command again once the broker answers"
+    )
 
 
 def has_user(username: str) -> bool:
     try:
         return provisioner().mgmt.user(username) is not None
     except ManagementError as exc:
-        raise fail(str(exc)) from None
+        raise _not_provisioned(username, exc) from None
 
 
 def revoke(username: str) -> Revoked:

@@ -101,6 +101,8 @@ def access_check(
         drift += differences(grant, permissions, topic, tags) if user else []
     elif principal is not None and (user is not None and permissions is not None):
         drift = ["it was removed from the registry but still has access to the virtual host"]
+    elif permissions is not None and "administrator" not in tags:
+        drift = ["a user that is no principal of the backbone has access to the virtual host"]
     unknown = user is None and principal is None and grant is None
     report: dict[str, Any] = {
         "name": name,

@@ -143,12 +143,26 @@ def _reserved(name: str) -> None:
     """Principals may not take the names of the backbone's own users."""
     settings = get_settings()
     taken = {
+        "guest": "RabbitMQ's default administrator",
         settings.workers_user: "the workers' user",
         settings.operators_user: "the operators' user",
         Management(settings.mgmt_url).username: "the administrator",
     }
     if name in taken:
         raise fail(f"{name!r} is {taken[name]}; choose another name")
+
+
+def _not_someone_elses(name: str, password: str | None, rotate: bool) -> None:
+    """A broker user of that name that the backbone never provisioned is someone else's:
+    taking it over (its tags, its rights) takes an explicit new password."""
+    if password is not None or rotate or not broker.has_user(name):
+        return
+    if not with_registry(lambda r: r.access_history(name)):
+        raise fail(
+            f"the broker already has a user {name!r} that the backbone did not create; "
+            "to make it this principal's, give it a new password with --rotate-password "
+            "(or --password)"
+        )
 
 
 PASSWORD_HELP = "Its broker password (default: generated, printed once)."
@@ -193,6 +207,7 @@ def agency_add(
     )
     if not principal:
         return
+    _not_someone_elses(code, password, rotate_password)
     broker.declare(
         f"the inbox of {code}",
         lambda channel: topology.declare_inbox(channel, code, get_settings().delivery_limit),
@@ -310,6 +325,7 @@ def gateway_add(
     its gateway queue and their inboxes, nothing else. Safe to run again."""
     _reserved(name)
     with_registry(lambda r: r.add_gateway(name, serves))
+    _not_someone_elses(name, password, rotate_password)
     typer.echo(f"gateway {name} serves {', '.join(serves)}")
     broker.declare(
         f"the inbox of gateway {name}",

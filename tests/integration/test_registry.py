@@ -101,7 +101,7 @@ async def test_bad_input_is_refused_clearly(registry: Registry, root: str) -> No
     with pytest.raises(RegistryError, match="not a registered gateway"):
         await registry.remove_gateway(f"gw-none-{root}")
     await registry.add_agency(f"000.00.00.{root}", "x")
-    with pytest.raises(RegistryError, match="the principal of an agency"):
+    with pytest.raises(RegistryError, match="is an agency identifier"):
         await registry.add_gateway(f"000.00.00.{root}", [f"*.*.*.{root}"])
 
 

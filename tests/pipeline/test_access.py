@@ -212,6 +212,7 @@ async def test_a_gateway_receives_for_its_province_and_nothing_of_another(
         await publish(channel, topology.SUBMIT, A, for_both, user_id=A)
     (via_gateway,) = await drain(province, topology.gateway_queue(GATEWAY), GATEWAY, count=1)
     assert via_gateway.body == for_both and via_gateway.recipient == H41_UNIT
+    assert await drain(province, topology.gateway_queue(GATEWAY), GATEWAY, timeout=1) == []
     (in_inbox,) = await drain(province, topology.inbox(H41_UNIT), GATEWAY, count=1)
     assert in_inbox.body == for_both
     async with channel_of(province, GATEWAY) as channel:

@@ -71,7 +71,7 @@ async def test_agency_add_is_idempotent_and_rotates_the_password(
     code = fresh_code()
     status, stdout, stderr = await cli("agency", "add", code, "--name", "Sở TT&TT")
     assert status == 0, stderr
-    assert f"broker user {code}: user created, permissions set, routing keys set" in stdout
+    assert f"broker user {code}: user created, routing keys set, permissions set" in stdout
     first = password_in(stdout, code)
     async with channel_of_password(pipeline, code, first) as channel:
         await consume_one(channel, topology.inbox(code))
@@ -155,7 +155,8 @@ async def test_access_check_says_what_an_agency_and_a_gateway_can_do(
 ) -> None:
     code = fresh_code()
     gateway = f"lgsp-{uuid.uuid4().hex[:6]}"
-    assert (await cli("agency", "add", code, "--name", "Sở Tư pháp"))[0] == 0
+    status, stdout, _ = await cli("agency", "add", code, "--name", "Sở Tư pháp")
+    password = password_in(stdout, code)
     assert (await cli("gateway", "add", gateway, "--serves", "*.*.*.H41"))[0] == 0
 
     status, stdout, _ = await cli("access", "check", code)
@@ -181,13 +182,19 @@ async def test_access_check_says_what_an_agency_and_a_gateway_can_do(
     assert [h["action"] for h in report["history"]] == ["provisioned"]
 
     # an operator widens the agency's rights by hand: the check says so, `agency add` repairs
+    # and whoever connected meanwhile loses what that gave: its connection is closed
     mgmt = pipeline.broker.mgmt
     mgmt.set_permissions(pipeline.vhost, code, configure=".*", write=".*", read=".*")
     status, stdout, _ = await cli("access", "check", code)
     assert status == 1 and "differs from its grant" in stdout
     assert "configure is '.*', expected ''" in stdout
+    connection = await aio_pika.connect(pipeline.broker.url(pipeline.vhost, code, password))
+    closed = asyncio.Event()
+    connection.close_callbacks.add(lambda *_: closed.set())
+    await wait_for(lambda: _listed(pipeline, code), 10)
     status, stdout, _ = await cli("agency", "add", code, "--name", "Sở Tư pháp")
-    assert "permissions set" in stdout
+    assert "permissions set; 1 open connection(s) closed" in stdout
+    await asyncio.wait_for(closed.wait(), 10)
     assert (await cli("access", "check", code))[0] == 0
 
     status, _, stderr = await cli("access", "check", "nobody-at-all")
@@ -198,7 +205,10 @@ async def test_a_gateway_remove_revokes_its_user(pipeline: Pipeline, cli: Invoke
     gateway = f"lgsp-{uuid.uuid4().hex[:6]}"
     status, stdout, _ = await cli("gateway", "add", gateway, "--serves", "*.*.*.H42")
     password = password_in(stdout, gateway)
-    assert (await cli("gateway", "add", gateway, "--serves", "*.*.*.H42"))[0] == 0  # again
+    stored = pipeline.broker.mgmt.user(gateway)
+    status, stdout, _ = await cli("gateway", "add", gateway, "--serves", "*.*.*.H42")  # again
+    assert status == 0 and f"broker access of {gateway} unchanged" in stdout
+    assert "password of" not in stdout and pipeline.broker.mgmt.user(gateway) == stored
     status, _, stderr = await cli("gateway", "add", gateway, "--serves", "*.*.*.H43")
     assert status == 1 and "already serves *.*.*.H42" in stderr
     status, stdout, _ = await cli("gateway", "remove", gateway)
@@ -289,3 +299,29 @@ def _renamed(
     for section in definitions.SCOPED:
         copy[section] = [{**item, "vhost": to} for item in copy[section]]
     return copy
+
+
+async def test_a_broker_user_the_backbone_did_not_create_is_not_taken_silently(
+    pipeline: Pipeline, cli: Invoke
+) -> None:
+    code = fresh_code()
+    mgmt = pipeline.broker.mgmt
+    mgmt.add_user(code, "someone-elses", "administrator")
+    try:
+        status, _, stderr = await cli("agency", "add", code, "--name", "Sở Y tế")
+        assert status == 1 and "that the backbone did not create" in stderr
+        assert mgmt.user(code)["tags"] == ["administrator"]  # type: ignore[index]  # untouched
+        status, stdout, _ = await cli(
+            "agency", "add", code, "--name", "Sở Y tế", "--rotate-password"
+        )
+        assert (
+            status == 0
+            and "password set" in stdout
+            and "tags" not in stdout.split("password set")[0]
+        )
+        assert mgmt.user(code)["tags"] == []  # type: ignore[index]
+        assert (await cli("access", "check", code))[0] == 0
+    finally:
+        mgmt.delete_user(code)
+    status, _, stderr = await cli("gateway", "add", "guest", "--serves", "#")
+    assert status == 1 and "'guest' is" in stderr and "choose another name" in stderr

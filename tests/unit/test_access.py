@@ -107,8 +107,10 @@ def test_evaluate_and_differences_read_what_the_broker_reports() -> None:
     assert differences(grant, widened, topic, []) == [f"read is '.*', expected {grant.read!r}"]
     assert "routing keys on edoc.submit are unrestricted" in differences(grant, broker, [], [])[0]
     assert differences(grant, None, topic, []) == ["no permissions on the virtual host"]
-    assert differences(operators_grant(), {"configure": "", "write": "", "read": ""}, [], []) == [
-        "tags lack monitoring"
+    nothing = {"configure": "", "write": "", "read": ""}
+    assert differences(operators_grant(), nothing, [], []) == ["tags lack monitoring"]
+    assert differences(grant, broker, topic, ["impersonator"]) == [
+        "unexpected tags impersonator"  # it could set any user_id
     ]
 
 

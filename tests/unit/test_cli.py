@@ -120,3 +120,19 @@ def test_service_logs_are_json_lines_with_document_and_agency() -> None:
     assert line["event"] == "accepted" and line["level"] == "info"
     assert line["document_id"] == "d-1" and line["agency"] == "000.00.00.H41"
     assert "timestamp" in line
+
+
+@pytest.mark.parametrize("command", [["run", "validator"], ["run", "tracker"], ["run", "all"]])
+def test_the_workers_refuse_guest_on_another_host(
+    command: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from backbone.config import get_settings
+
+    monkeypatch.setenv("BACKBONE_AMQP_URL", "amqp://guest:guest@broker.example.gov/")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, command)
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    assert "would connect to broker.example.gov as guest" in result.stderr
