@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 import typer
@@ -28,7 +28,6 @@ from . import _broker as broker
 from . import app
 from ._common import fail, with_registry
 
-T = TypeVar("T")
 
 agency_app = typer.Typer(
     help="Register, list, remove and import agencies, with their broker users.",
@@ -87,8 +86,8 @@ def init(
     if missing:
         typer.echo(
             f"warning: {len(missing)} principal(s) have no broker user: {', '.join(missing)}; "
-            "give each one with `backbone agency add CODE --rotate-password` "
-            "(or `gateway add NAME --serves ... --rotate-password`)",
+            "give each one with `backbone agency add CODE --name NAME` "
+            "(or `backbone gateway add NAME --serves PATTERN`)",
             err=True,
         )
 
