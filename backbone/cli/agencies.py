@@ -28,7 +28,6 @@ from . import _broker as broker
 from . import app
 from ._common import fail, with_registry
 
-
 agency_app = typer.Typer(
     help="Register, list, remove and import agencies, with their broker users.",
     no_args_is_help=True,
