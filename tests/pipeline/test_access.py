@@ -250,8 +250,20 @@ async def test_the_workers_user_reads_no_inbox_and_submits_nothing(agencies: Pip
             await publish(channel, topology.SUBMIT, A, user_id=WORKERS)
 
 
-async def _listed(pipeline: Pipeline, user: str) -> bool:
-    return bool(await asyncio.to_thread(pipeline.broker.mgmt.connections, user))
+async def watched_connection(
+    pipeline: Pipeline, user: str, password: str = PASSWORD
+) -> tuple[AbstractConnection, asyncio.Event]:
+    """A connection of ``user``, once the management API lists it, and an event set when
+    the broker closes it."""
+    connection = await aio_pika.connect(pipeline.broker.url(pipeline.vhost, user, password))
+    closed = asyncio.Event()
+    connection.close_callbacks.add(lambda *_: closed.set())
+
+    async def listed() -> bool:
+        return bool(await asyncio.to_thread(pipeline.broker.mgmt.connections, user))
+
+    await wait_for(listed, 10)
+    return connection, closed
 
 
 async def connection_refused(pipeline: Pipeline, user: str, password: str = PASSWORD) -> bool:
@@ -266,10 +278,7 @@ async def connection_refused(pipeline: Pipeline, user: str, password: str = PASS
 
 
 async def test_revoked_access_closes_connections_and_refuses_new_ones(agencies: Pipeline) -> None:
-    connection = await aio_pika.connect(agencies.url(B))
-    closed = asyncio.Event()
-    connection.close_callbacks.add(lambda *_: closed.set())
-    await wait_for(lambda: _listed(agencies, B), 10)  # the management API has seen it
+    _, closed = await watched_connection(agencies, B)
     revoked = await asyncio.to_thread(agencies.provisioner.revoke, B)
     assert revoked.user_deleted and revoked.closed_connections == 1
     await asyncio.wait_for(closed.wait(), 10)

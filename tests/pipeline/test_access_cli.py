@@ -26,7 +26,13 @@ from backbone.config import get_settings
 
 from ..conftest import SENDER
 from .conftest import WORKERS, Pipeline
-from .test_access import channel_of, connection_refused, consume_one, publish
+from .test_access import (
+    channel_of,
+    connection_refused,
+    consume_one,
+    publish,
+    watched_connection,
+)
 from .test_reliability import ready_count, wait_for
 from .test_routing import document
 
@@ -82,10 +88,7 @@ async def test_agency_add_is_idempotent_and_rotates_the_password(
     assert "password of" not in stdout
     assert pipeline.broker.mgmt.user(code) == stored  # the same salted hash: nothing reset
 
-    connection = await aio_pika.connect(pipeline.broker.url(pipeline.vhost, code, first))
-    closed = asyncio.Event()
-    connection.close_callbacks.add(lambda *_: closed.set())
-    await wait_for(lambda: _listed(pipeline, code), 10)
+    _, closed = await watched_connection(pipeline, code, first)
     status, stdout, _ = await cli("agency", "add", code, "--name", "Sở TT&TT", "--rotate-password")
     assert status == 0 and "password set; 1 open connection(s) closed" in stdout
     second = password_in(stdout, code)
@@ -109,10 +112,6 @@ async def channel_of_password(
         await connection.close()
 
 
-async def _listed(pipeline: Pipeline, user: str) -> bool:
-    return bool(await asyncio.to_thread(pipeline.broker.mgmt.connections, user))
-
-
 async def test_agency_remove_closes_refuses_keeps_the_inbox_and_is_recorded(
     pipeline: Pipeline, cli: Invoke
 ) -> None:
@@ -126,10 +125,7 @@ async def test_agency_remove_closes_refuses_keeps_the_inbox_and_is_recorded(
         await publish(channel, topology.SUBMIT, SENDER, letter, user_id=SENDER)
     await wait_for(lambda: _waiting(pipeline, code), 15)
 
-    connection = await aio_pika.connect(pipeline.broker.url(pipeline.vhost, code, password))
-    closed = asyncio.Event()
-    connection.close_callbacks.add(lambda *_: closed.set())
-    await wait_for(lambda: _listed(pipeline, code), 10)
+    _, closed = await watched_connection(pipeline, code, password)
     status, stdout, stderr = await cli("agency", "remove", code)
     assert status == 0, stderr
     assert f"{code}: broker user deleted, 1 open connection(s) closed" in stdout
@@ -188,10 +184,7 @@ async def test_access_check_says_what_an_agency_and_a_gateway_can_do(
     status, stdout, _ = await cli("access", "check", code)
     assert status == 1 and "differs from its grant" in stdout
     assert "configure is '.*', expected ''" in stdout
-    connection = await aio_pika.connect(pipeline.broker.url(pipeline.vhost, code, password))
-    closed = asyncio.Event()
-    connection.close_callbacks.add(lambda *_: closed.set())
-    await wait_for(lambda: _listed(pipeline, code), 10)
+    _, closed = await watched_connection(pipeline, code, password)
     status, stdout, _ = await cli("agency", "add", code, "--name", "Sở Tư pháp")
     assert "permissions set; 1 open connection(s) closed" in stdout
     await asyncio.wait_for(closed.wait(), 10)
