@@ -38,8 +38,8 @@ def main(
     settings = get_settings()
     service = ctx.invoked_subcommand == "run"  # workers log JSON lines
     level = (
-        "WARNING" if ctx.invoked_subcommand == "demo" else settings.log_level
-    )  # the story speaks
+        "WARNING" if ctx.invoked_subcommand in ("demo", "bench") else settings.log_level
+    )  # the story (the figures) speaks
     configure(settings.log_format or ("json" if service else "console"), level)
 
 
@@ -142,6 +142,7 @@ def demo() -> None:
 # the command groups register themselves on ``app``
 from . import access as _access  # noqa: E402,F401
 from . import agencies as _agencies  # noqa: E402,F401
+from . import bench as _bench  # noqa: E402,F401
 from . import pipeline as _pipeline  # noqa: E402,F401
 from . import signatures as _signatures  # noqa: E402,F401
 from . import tracking as _tracking  # noqa: E402,F401

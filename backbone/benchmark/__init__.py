@@ -1,0 +1,261 @@
+"""``backbone bench``: how fast the backbone moves signed documents, beside the bare broker.
+
+In one run, on one broker (a private node unless URLs are given):
+
+1. the baseline: one aio-pika producer and one consumer moving persistent, confirmed
+   messages of the package size through one quorum queue, as fast as they can;
+2. for each number of validator processes: a fresh database, the validators and the tracker
+   started as ``backbone run`` starts them, the recipients' SDKs in a process of their own
+   answering status 01, and the senders' SDKs submitting pre-signed packages: a warm-up,
+   then all at once (the maximum), then paced at half that maximum (the latency that
+   matters in production).
+
+Figures are printed, saved as JSON (and a PNG) under ``results``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .. import localnode
+from ..edxml.factory import document_id_for
+from ..mgmt import Management
+from ..signing.pki import KeyType
+from . import _baseline, _report, _world
+from ._run import Configuration, Package, Phase, stamp
+
+KiB = 1024
+SIZES = {"8KB": 8 * KiB, "100KB": 100 * KiB, "1MB": 1024 * KiB}
+WARM_UP = 100
+
+
+class Progress(Protocol):
+    def __call__(self, description: str, total: int | None) -> Callable[[int], None]:
+        """Start a task; the callable advances it."""
+        ...
+
+
+def _silent(description: str, total: int | None) -> Callable[[int], None]:
+    return lambda _: None
+
+
+def default_count(size: int) -> int:
+    """Enough packages for steady figures, within a few minutes and the memory they take."""
+    if size <= 16 * KiB:
+        return 4000
+    if size <= 128 * KiB:
+        return 1500
+    return 200
+
+
+@dataclass
+class Options:
+    size: int = SIZES["8KB"]
+    count: int | None = None  # by size when None
+    recipients: int = 1  # per package
+    senders: int = 4
+    database: Literal["sqlite", "postgresql"] = "sqlite"
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    processes: tuple[int, ...] = (1, 2)
+    prefetch: int = 32
+    key_type: KeyType = "rsa"
+    half_load: bool = True
+    amqp_url: str | None = None  # an administrator's; with mgmt_url, instead of a private node
+    mgmt_url: str | None = None
+    results: Path = Path("bench/results")
+    plot: bool = True
+    warm_up: int = WARM_UP
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def documents(self) -> int:
+        return self.count if self.count is not None else default_count(self.size)
+
+
+def run(options: Options, progress: Progress = _silent) -> dict[str, Any]:
+    """The whole benchmark; returns the report that was saved."""
+    workdir = Path(tempfile.mkdtemp(prefix="backbone-bench-"))
+    node = None
+    try:
+        if options.amqp_url and options.mgmt_url:
+            amqp, mgmt = options.amqp_url, options.mgmt_url
+        else:
+            if not localnode.available():
+                raise SystemExit(
+                    "the benchmark needs RabbitMQ: install rabbitmq-server, or give "
+                    "--amqp-url and --mgmt-url"
+                )
+            progress("starting a private RabbitMQ node", None)
+            node = localnode.LocalNode().start()
+            amqp, mgmt = node.amqp_url, node.mgmt_url
+        world = _world.World(
+            amqp,
+            Management(mgmt),
+            workdir,
+            _world.senders(options.senders),
+            _world.recipients(max(2, options.recipients)),
+            options.key_type,
+        )
+        progress("creating agencies, users, certificates", None)
+        asyncio.run(world.create())
+        try:
+            broker_pgid = node.process.pid if node is not None and node.process else None
+            return _measure(options, world, workdir, broker_pgid, progress)
+        finally:
+            world.destroy()
+    finally:
+        if node is not None:
+            node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _measure(
+    options: Options,
+    world: _world.World,
+    workdir: Path,
+    broker_pgid: int | None,
+    progress: Progress,
+) -> dict[str, Any]:
+    attachment = _world.attachment_for(world, options.size)
+    count = options.documents
+    half = count // 2 if options.half_load else 0
+    batches = _jobs(world, options, [options.warm_up, count, half])
+    total = sum(len(b) for b in batches)
+    advance = progress(f"signing {total} packages (the senders' work, before the clock)", total)
+    bodies = iter(_world.sign_all(world, [j for b in batches for j in b], attachment, advance))
+    warm, full, paced = (
+        [
+            Package(document_id_for(s, date.today(), n, _world.NOTATION), s, to, next(bodies))
+            for s, to, n in batch
+        ]
+        for batch in batches
+    )
+    size = len(full[0].body)
+
+    progress(f"baseline: {count} messages of {size} B through a quorum queue", None)
+    baseline = _baseline.run(world.url(), size, count)
+    baseline_latency = _report.percentiles(baseline.pop("latencies_ms"))
+
+    rows, distributions = [], {}
+    for processes in options.processes:
+        with _world.database(options.database, workdir, options.postgres_url) as database:
+            asyncio.run(world.register(database))
+            row, lat = asyncio.run(
+                _configuration(
+                    options,
+                    world,
+                    database,
+                    processes,
+                    broker_pgid,
+                    workdir,
+                    (warm, full, paced),
+                    progress,
+                )
+            )
+        rows.append(row)
+        if lat is not None:
+            distributions[processes] = lat
+        asyncio.run(world.purge_inboxes())
+
+    report: dict[str, Any] = {
+        "benchmark": "end-to-end",
+        "when": datetime.now(UTC).isoformat(),
+        "options": {
+            **{k: v for k, v in asdict(options).items() if k not in ("results", "notes")},
+            "count": count,
+            "size": size,
+            "attachment_bytes": attachment,
+            "results": str(options.results),
+        },
+        "baseline": {**baseline, "latency_ms": baseline_latency},
+        "configurations": rows,
+        "notes": options.notes,
+    }
+    out = _report.save(report, options.results)
+    report["saved"] = str(out)
+    if options.plot:
+        png = _report.plot(report, distributions, options.results / "end-to-end.png")
+        report["plot"] = str(png) if png else None
+    return report
+
+
+def _jobs(
+    world: _world.World, options: Options, sizes: list[int]
+) -> list[list[tuple[str, tuple[str, ...], str]]]:
+    """Who sends what to whom: senders in turn, recipients in turn; numbers unique per run."""
+    batches, number = [], 0
+    pool = world.recipients
+    for size in sizes:
+        batch = []
+        for _ in range(size):
+            number += 1
+            sender = world.senders[number % len(world.senders)]
+            to = tuple(pool[(number + k) % len(pool)] for k in range(options.recipients))
+            batch.append((sender, to, f"{number}-{int(time.time())}"))
+        batches.append(batch)
+    return batches
+
+
+async def _configuration(
+    options: Options,
+    world: _world.World,
+    database: str,
+    processes: int,
+    broker_pgid: int | None,
+    workdir: Path,
+    batches: tuple[list[Package], list[Package], list[Package]],
+    progress: Progress,
+) -> tuple[dict[str, Any], dict[str, list[float]] | None]:
+    warm, full, paced = batches
+    progress(f"{processes} validator(s): starting the workers", None)
+    configuration = Configuration(
+        world,
+        world.settings(database),
+        processes,
+        options.prefetch,
+        options.results / "logs" / f"{processes}-validators",
+        broker_pgid,
+    )
+    phases: list[Phase] = []
+    async with configuration:
+        copies = sum(len(p.recipients) for p in warm)
+        await configuration.phase(
+            "warm-up", warm, None, progress(f"{processes} validator(s): warm-up", copies)
+        )
+        copies = sum(len(p.recipients) for p in full)
+        maximum = await configuration.phase(
+            "max", full, None, progress(f"{processes} validator(s): as fast as possible", copies)
+        )
+        phases.append(maximum)
+        if paced:
+            rate = len(full) / maximum.seconds / 2
+            copies = sum(len(p.recipients) for p in paced)
+            phases.append(
+                await configuration.phase(
+                    "half",
+                    paced,
+                    rate,
+                    progress(f"{processes} validator(s): offered {rate:,.0f}/s", copies),
+                )
+            )
+        peaks = configuration.peaks()
+        stamp(phases, await configuration.arrivals())
+    row: dict[str, Any] = {
+        "validators": processes,
+        "max": _report.summarize(phases[0]),
+        "half": _report.summarize(phases[1]) if len(phases) > 1 else None,
+        "peak_memory_mib": peaks,
+        "logs": str(configuration.logs),
+    }
+    return row, _report.latencies_ms(phases[-1]) if len(phases) > 1 else None
+
+
+__all__ = ["SIZES", "Options", "Progress", "default_count", "run"]

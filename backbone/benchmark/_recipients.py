@@ -1,0 +1,103 @@
+"""The recipients: one process in which each recipient agency's SDK consumes its inbox and
+answers status 01 (signed with its key), noting when each package reached its hands."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import signing, topology
+from ..client import AsyncGateway, Delivery
+
+Arrivals = dict[tuple[str, str], float]  # (DocumentId, recipient) -> monotonic seconds
+
+
+async def _serve(
+    agencies: dict[str, tuple[str, str, str]], prefetch: int, ready: Any, stop_signal: Any
+) -> Arrivals:
+    arrived: Arrivals = {}
+    stop = asyncio.Event()
+    gateways = [
+        AsyncGateway(
+            url,
+            username=code,
+            key=signing.load_private_key(key),
+            certificates=signing.load_certificates(certificate),
+        )
+        for code, (url, key, certificate) in agencies.items()
+    ]
+
+    def handler_for(code: str) -> Any:
+        async def note(delivery: Delivery) -> None:
+            arrived[(delivery.package.document_id or "", code)] = time.monotonic()
+
+        return note
+
+    for gateway in gateways:
+        await gateway.__aenter__()
+    try:
+        serving = [
+            asyncio.create_task(
+                gateway.serve(
+                    topology.inbox(gateway.username),
+                    handler_for(gateway.username),
+                    stop=stop,
+                    prefetch=prefetch,
+                )
+            )
+            for gateway in gateways
+        ]
+        await asyncio.sleep(0.2)  # the consumers are registered
+        ready.set()
+        await asyncio.to_thread(stop_signal.wait)
+        stop.set()
+        await asyncio.gather(*serving)
+    finally:
+        for gateway in gateways:
+            await gateway.__aexit__(None, None, None)
+    return arrived
+
+
+def _main(
+    agencies: dict[str, tuple[str, str, str]], prefetch: int, ready: Any, stop: Any, out: Any
+) -> None:
+    out.put(asyncio.run(_serve(agencies, prefetch, ready, stop)))
+
+
+@dataclass
+class Recipients:
+    """``agencies``: code -> (broker URL as that agency, key file, certificate file)."""
+
+    agencies: dict[str, tuple[str, str, str]]
+    prefetch: int = 64
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._ready, self._stop, self._out = context.Event(), context.Event(), context.Queue()
+        self.process = context.Process(
+            target=_main,
+            args=(self.agencies, self.prefetch, self._ready, self._stop, self._out),
+            daemon=True,
+        )
+        self.process.start()
+        if not self._ready.wait(60):
+            raise RuntimeError("the recipients' process did not start")
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid or 0)
+
+    def stop(self) -> Arrivals:
+        self._stop.set()
+        arrived: Arrivals = self._out.get(timeout=60)
+        self.process.join(timeout=10)
+        return arrived
+
+    def close(self) -> None:
+        """After a failure: end the process, whatever it was doing."""
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=10)

@@ -1,0 +1,236 @@
+"""What a run needs: a broker and a virtual host, a PKI, agencies with their broker users and
+certificates, a fresh database per measured configuration, and the signed packages."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import aio_pika
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from .. import access, signing, topology
+from ..config import Settings
+from ..edxml.factory import File, new_document
+from ..mgmt import Management
+from ..provisioning import Provisioner, new_password
+from ..registry import Registry
+from ..signing.pki import Issued, KeyType
+from ..store import Store, migrate
+
+WORKERS = "bench-workers"
+BACKBONE = "000.00.00.B00"
+NOTATION = "BENCH"
+
+
+def senders(count: int) -> list[str]:
+    return [f"000.00.00.G{10 + n:02d}" for n in range(count)]
+
+
+def recipients(count: int) -> list[str]:
+    return [f"000.00.00.H{10 + n:02d}" for n in range(count)]
+
+
+def url_for(base: str, vhost: str, user: str, password: str) -> str:
+    parts = urlsplit(base)
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
+    return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
+
+
+@dataclass
+class World:
+    """One virtual host with the backbone's topology, the workers' user and every agency."""
+
+    amqp: str  # the broker as its administrator (any vhost)
+    mgmt: Management
+    workdir: Path
+    senders: list[str]
+    recipients: list[str]
+    key_type: KeyType = "rsa"
+    vhost: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    passwords: dict[str, str] = field(default_factory=dict)
+    issued: dict[str, Issued] = field(default_factory=dict)
+
+    @property
+    def agencies(self) -> list[str]:
+        return self.senders + self.recipients
+
+    @property
+    def pki(self) -> signing.Pki:
+        return signing.Pki(self.workdir / "pki")
+
+    def url(self, user: str | None = None) -> str:
+        """The virtual host as ``user``, or as the administrator."""
+        if user is None:
+            parts = urlsplit(self.amqp)
+            return url_for(self.amqp, self.vhost, parts.username or "guest", parts.password or "")
+        return url_for(self.amqp, self.vhost, user, self.passwords[user])
+
+    async def create(self) -> None:
+        await asyncio.to_thread(self._create_sync)
+        await topology.declare_all(self.url())
+        connection = await aio_pika.connect(self.url())
+        async with connection:
+            channel = await connection.channel()
+            for code in self.agencies:
+                await topology.declare_inbox(channel, code)
+
+    def _create_sync(self) -> None:
+        self.mgmt.add_vhost(self.vhost)
+        admin = urlsplit(self.amqp).username or "guest"
+        self.mgmt.set_permissions(self.vhost, admin, configure=".*", write=".*", read=".*")
+        provisioner = Provisioner(self.mgmt, self.vhost)
+        grants = {WORKERS: access.workers_grant()} | {
+            code: access.agency_grant(code) for code in self.agencies
+        }
+        for user, grant in grants.items():
+            self.passwords[user] = new_password()
+            provisioner.ensure(user, grant, password=self.passwords[user])
+        pki = self.pki
+        pki.init(intermediate=True, key_type=self.key_type)
+        for code in [*self.agencies, BACKBONE]:
+            self.issued[code] = pki.issue(
+                code, self.workdir / "certs", name=code, key_type=self.key_type
+            )
+
+    def destroy(self) -> None:
+        provisioner = Provisioner(self.mgmt, self.vhost)
+        for user in self.passwords:
+            provisioner.revoke(user)
+        self.mgmt.delete_vhost(self.vhost)
+
+    async def purge_inboxes(self) -> None:
+        connection = await aio_pika.connect(self.url())
+        async with connection:
+            channel = await connection.channel()
+            for code in self.agencies:
+                queue = await channel.get_queue(topology.inbox(code), ensure=False)
+                await queue.purge()
+
+    def settings(self, database_url: str) -> Settings:
+        backbone = self.issued[BACKBONE]
+        return Settings(
+            amqp_url=self.url(WORKERS),
+            mgmt_url=self.mgmt.url,
+            database_url=database_url,
+            trust_bundle=self.pki.ca_bundle,
+            crl_files=self.pki.crls(),
+            backbone_key=backbone.key,
+            backbone_cert=backbone.certificate,
+        )
+
+    async def register(self, database_url: str) -> None:
+        """The agencies and their certificates in a fresh database."""
+        store = Store(database_url)
+        try:
+            registry = Registry(store)
+            for code in self.agencies:
+                await registry.add_agency(code, code)
+                certificate = signing.load_certificates(str(self.issued[code].certificate))[0]
+                await registry.register_certificate(code, certificate)
+        finally:
+            await store.close()
+
+
+@contextmanager
+def database(kind: str, workdir: Path, postgres_admin: str) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file, or a new PostgreSQL database (dropped
+    afterwards). Call it outside a running event loop (migrations run their own)."""
+    if kind == "sqlite":
+        url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    name = f"backbone_bench_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_postgres(postgres_admin, f"CREATE DATABASE {name}"))
+    url = postgres_admin.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        migrate.upgrade(url)
+        yield url
+    finally:
+        asyncio.run(_postgres(postgres_admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+async def _postgres(admin_url: str, statement: str) -> None:
+    from ..store.engine import async_url
+
+    engine = create_async_engine(async_url(admin_url), isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+# --- the packages ----------------------------------------------------------------------------
+
+_signers: dict[str, tuple[Any, list[Any]]] = {}
+_attachment = b""
+
+
+def _init_signer(issued: dict[str, tuple[str, str]], attachment_size: int) -> None:
+    global _attachment
+    for code, (key, certificate) in issued.items():
+        _signers[code] = (
+            signing.load_private_key(key),
+            signing.load_certificates(certificate),
+        )
+    _attachment = os.urandom(attachment_size)
+
+
+def _signed(job: tuple[str, tuple[str, ...], str]) -> bytes:
+    sender, to, number = job
+    package = new_document(
+        sender=sender,
+        recipients=list(to),
+        subject=f"V/v benchmark document {number}",
+        number=number,
+        notation=NOTATION,
+        files=[File("van-ban.pdf", _attachment, "application/pdf")],
+        promulgated=date.today(),
+    )
+    return signing.sign(package, *_signers[sender])
+
+
+def attachment_for(world: World, size: int) -> int:
+    """The attachment size that makes a signed package about ``size`` bytes (base64 grows
+    it by 4/3; the envelope and signature are the rest)."""
+    issued = {c: (str(i.key), str(i.certificate)) for c, i in world.issued.items()}
+    _init_signer(issued, 0)
+    job = (world.senders[0], (world.recipients[0],), "1")
+    empty = len(_signed(job))
+    return max(1, (size - empty) * 3 // 4)
+
+
+def sign_all(
+    world: World,
+    jobs: list[tuple[str, tuple[str, ...], str]],
+    attachment_size: int,
+    advance: Callable[[int], None],
+) -> list[bytes]:
+    """Every job signed by its sender, on every core (signing is the senders' cost, paid
+    before the clock starts)."""
+    issued = {c: (str(i.key), str(i.certificate)) for c, i in world.issued.items()}
+    out: list[bytes] = []
+    with ProcessPoolExecutor(
+        max_workers=os.cpu_count() or 1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_signer,
+        initargs=(issued, attachment_size),
+    ) as pool:
+        for body in pool.map(_signed, jobs, chunksize=64):
+            out.append(body)
+            advance(1)
+    return out

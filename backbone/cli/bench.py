@@ -1,0 +1,125 @@
+"""``backbone bench``: the end-to-end benchmark beside the bare broker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .. import benchmark
+from ..benchmark import _report
+from . import app
+from ._common import fail
+
+
+def _size(text: str) -> int:
+    if text.upper() in benchmark.SIZES:
+        return benchmark.SIZES[text.upper()]
+    try:
+        value = int(text)
+    except ValueError:
+        raise fail(f"--size {text!r}: give 8KB, 100KB, 1MB or a number of bytes") from None
+    if value < 1024:
+        raise fail(f"--size {value}: a signed package is at least a few KB; give 1024 or more")
+    return value
+
+
+def _processes(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise fail(f"--processes {text!r}: give counts separated by commas, e.g. 1,2") from None
+    if not values or min(values) < 1:
+        raise fail(f"--processes {text!r}: each count must be 1 or more")
+    return values
+
+
+@app.command()
+def bench(
+    size: Annotated[
+        str, typer.Option(help="Signed package size: 8KB, 100KB, 1MB or bytes.")
+    ] = "8KB",
+    count: Annotated[
+        int | None,
+        typer.Option(min=1, help="Packages at full load [4000 at 8 KB, fewer if larger]."),
+    ] = None,
+    recipients: Annotated[int, typer.Option(min=1, help="Recipients per package.")] = 1,
+    senders: Annotated[int, typer.Option(min=1, help="Sending agencies.")] = 4,
+    database: Annotated[
+        Literal["sqlite", "postgresql"], typer.Option(help="The tracker's database.")
+    ] = "sqlite",
+    postgres_url: Annotated[
+        str, typer.Option(help="A PostgreSQL server, as a user who may create databases.")
+    ] = "postgresql://postgres@127.0.0.1:5432/postgres",
+    processes: Annotated[
+        str, typer.Option(help="Validator processes to measure, e.g. 1,2.")
+    ] = "1,2",
+    prefetch: Annotated[int, typer.Option(min=1, help="Messages in flight per validator.")] = 32,
+    key_type: Annotated[
+        Literal["rsa", "ec"], typer.Option(help="Agency keys: RSA 2048 or ECDSA P-256.")
+    ] = "rsa",
+    half_load: Annotated[
+        bool, typer.Option(help="Also measure latency at half the maximum load.")
+    ] = True,
+    plot: Annotated[bool, typer.Option(help="Draw bench/results/end-to-end.png.")] = True,
+    results: Annotated[Path, typer.Option(help="Where the JSON, plot and logs go.")] = Path(
+        "bench/results"
+    ),
+    amqp_url: Annotated[
+        str | None, typer.Option(help="A broker as its administrator [a private node].")
+    ] = None,
+    mgmt_url: Annotated[
+        str | None, typer.Option(help="Its management API, with --amqp-url.")
+    ] = None,
+) -> None:
+    """Measure signed documents end to end (send, validate, route, receive, status 01
+    recorded) beside one producer and one consumer on the bare broker; print the figures and
+    save them under bench/results."""
+    if bool(amqp_url) != bool(mgmt_url):
+        raise fail("--amqp-url and --mgmt-url go together")
+    options = benchmark.Options(
+        size=_size(size),
+        count=count,
+        recipients=recipients,
+        senders=senders,
+        database=database,
+        postgres_url=postgres_url,
+        processes=_processes(processes),
+        prefetch=prefetch,
+        key_type=key_type,
+        half_load=half_load,
+        amqp_url=amqp_url,
+        mgmt_url=mgmt_url,
+        results=results,
+        plot=plot,
+    )
+    console = Console(highlight=False)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as bar:
+        current: list[object] = []
+
+        def task(description: str, total: int | None) -> Callable[[int], None]:
+            for previous in current:  # the step before is over
+                done = bar.tasks[previous].total or 1  # type: ignore[index]
+                bar.update(previous, total=done, completed=done)  # type: ignore[arg-type]
+                bar.stop_task(previous)  # type: ignore[arg-type]
+            current[:] = [bar.add_task(description, total=total)]
+            return lambda n: bar.advance(current[0], n)  # type: ignore[arg-type]
+
+        try:
+            report = benchmark.run(options, task)
+        except RuntimeError as exc:
+            raise fail(f"the benchmark stopped: {exc}") from None
+    _report.render(report, console)
+    console.print(
+        f"saved {report['saved']}" + (f" and {report['plot']}" if report.get("plot") else "")
+    )
