@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench bench-parts clean
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ demo: $(STAMP)
 	$(BIN)/backbone demo
 
 bench: $(STAMP)
+	$(BIN)/backbone bench
+
+bench-parts: $(STAMP)
 	$(BIN)/python bench/parse.py
 	$(BIN)/python bench/signing.py
 	$(BIN)/python bench/import_agencies.py

@@ -141,7 +141,7 @@ def _measure(
     size = len(full[0].body)
 
     progress(f"baseline: {count} messages of {size} B through a quorum queue", None)
-    baseline = _baseline.run(world.url(), size, count)
+    baseline = _baseline.run(world.url(), size, count, broker_pgid)
     baseline_latency = _report.percentiles(baseline.pop("latencies_ms"))
 
     rows, distributions = [], {}

@@ -12,6 +12,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import DeliveryMode
 
+from . import _procs
+
 QUEUE = "bench.baseline"
 IN_FLIGHT = 1000  # unconfirmed publishes the producer keeps outstanding
 PREFETCH = 1000
@@ -83,10 +85,13 @@ def _producer(url: str, size: int, count: int, out: Any) -> None:
     asyncio.run(_produce(url, size, count, out))
 
 
-def run(url: str, size: int, count: int, timeout: float = 300.0) -> dict[str, Any]:
-    """Messages per second from the first publish to the last message consumed, and the
-    latency of each (ms)."""
+def run(
+    url: str, size: int, count: int, broker_pgid: int | None, timeout: float = 300.0
+) -> dict[str, Any]:
+    """Messages per second from the first publish to the last message consumed, the
+    latency of each (ms), and the broker's CPU time per message (on a private node)."""
     asyncio.run(_declare(url))
+    broker_cpu = _procs.group_cpu_seconds(broker_pgid) if broker_pgid else 0.0
     context = multiprocessing.get_context("spawn")
     ready, consumed, produced = context.Event(), context.Queue(), context.Queue()
     consumer = context.Process(target=_consumer, args=(url, count, ready, consumed), daemon=True)
@@ -104,7 +109,10 @@ def run(url: str, size: int, count: int, timeout: float = 300.0) -> dict[str, An
         if consumer.is_alive():
             consumer.kill()
     seconds = received["last"] - sent["first"]
+    if broker_pgid:
+        broker_cpu = _procs.group_cpu_seconds(broker_pgid) - broker_cpu
     return {
+        "broker_cpu_seconds_per_message": broker_cpu / count if broker_pgid else None,
         "messages": count,
         "size": size,
         "seconds": seconds,

@@ -1,5 +1,5 @@
-"""The recipients: one process in which each recipient agency's SDK consumes its inbox and
-answers status 01 (signed with its key), noting when each package reached its hands."""
+"""The recipients: one process in which each recipient agency's SDK consumes its inbox,
+notes when each package reached its hands, and answers status 01 (signed with its key)."""
 
 from __future__ import annotations
 
@@ -26,15 +26,17 @@ async def _serve(
             username=code,
             key=signing.load_private_key(key),
             certificates=signing.load_certificates(certificate),
+            auto_arrived=False,  # the handler answers 01, once it has noted the time
         )
         for code, (url, key, certificate) in agencies.items()
     ]
 
-    def handler_for(code: str) -> Any:
-        async def note(delivery: Delivery) -> None:
-            arrived[(delivery.package.document_id or "", code)] = time.monotonic()
+    def handler_for(gateway: AsyncGateway) -> Any:
+        async def answer(delivery: Delivery) -> None:
+            arrived[(delivery.package.document_id or "", gateway.username)] = time.monotonic()
+            await gateway.send_status(delivery, "01", "Đã đến")
 
-        return note
+        return answer
 
     for gateway in gateways:
         await gateway.__aenter__()
@@ -43,7 +45,7 @@ async def _serve(
             asyncio.create_task(
                 gateway.serve(
                     topology.inbox(gateway.username),
-                    handler_for(gateway.username),
+                    handler_for(gateway),
                     stop=stop,
                     prefetch=prefetch,
                 )

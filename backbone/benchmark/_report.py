@@ -73,7 +73,12 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"[bold]Baseline[/bold]: one aio-pika producer and one consumer, persistent confirmed "
         f"{options['size']} B messages through one quorum queue: "
         f"[bold]{baseline['per_second']:,.0f} msg/s[/bold] "
-        f"(p50 {baseline['latency_ms']['p50']:.0f} ms, p99 {baseline['latency_ms']['p99']:.0f} ms)"
+        f"(p50 {baseline['latency_ms']['p50']:.0f} ms, p99 {baseline['latency_ms']['p99']:.0f} ms"
+        + (
+            f"; broker CPU {baseline['broker_cpu_seconds_per_message'] * 1000:.2f} ms/msg)"
+            if baseline.get("broker_cpu_seconds_per_message") is not None
+            else ")"
+        )
     )
     table = Table(
         "validators",

@@ -8,7 +8,14 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .. import benchmark
 from ..benchmark import _report
@@ -104,21 +111,26 @@ def bench(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as bar:
-        current: list[object] = []
+    with Progress(*columns, console=console) as bar:
+        steps: list[tuple[TaskID, int]] = []
 
-        def task(description: str, total: int | None) -> Callable[[int], None]:
-            for previous in current:  # the step before is over
-                done = bar.tasks[previous].total or 1  # type: ignore[index]
-                bar.update(previous, total=done, completed=done)  # type: ignore[arg-type]
-                bar.stop_task(previous)  # type: ignore[arg-type]
-            current[:] = [bar.add_task(description, total=total)]
-            return lambda n: bar.advance(current[0], n)  # type: ignore[arg-type]
+        def finish() -> None:
+            for step, total in steps:
+                bar.update(step, total=total, completed=total)
+                bar.stop_task(step)
+            steps.clear()
+
+        def step(description: str, total: int | None) -> Callable[[int], None]:
+            finish()  # the step before is over
+            steps.append((bar.add_task(description, total=total), total or 1))
+            current = steps[0][0]
+            return lambda n: bar.advance(current, n)
 
         try:
-            report = benchmark.run(options, task)
+            report = benchmark.run(options, step)
         except RuntimeError as exc:
             raise fail(f"the benchmark stopped: {exc}") from None
+        finish()
     _report.render(report, console)
     console.print(
         f"saved {report['saved']}" + (f" and {report['plot']}" if report.get("plot") else "")

@@ -67,6 +67,7 @@ __all__ = [
     "build",
     "check",
     "load",
+    "load_tree",
     "parse",
     "read_tree",
     "to_tree",
@@ -87,6 +88,13 @@ def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Package:
 def load(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Package:
     """Parse and apply every semantic rule: the package is fit to route."""
     return check(parse(data, limits))
+
+
+def load_tree(data: bytes, limits: Limits = DEFAULT_LIMITS) -> tuple[etree._Element, Package]:
+    """Like :func:`load`, keeping comments and processing instructions, so that a
+    signature can be checked on the same tree: the validator parses each package once."""
+    root = parse_untrusted(data, limits, keep_comments=True)
+    return root, check(read_tree(root, limits))
 
 
 def build(package: Package, *, validate: bool = True) -> bytes:

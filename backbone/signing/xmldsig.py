@@ -174,18 +174,33 @@ class Verifier:
         self.engine = engine
         self._parsed: OrderedDict[tuple[str, ...], tuple[x509.Certificate, ...]] = OrderedDict()
 
-    def verify(self, data: bytes) -> Verified:
-        """Verify ``data``; return the package read from what the signature covers."""
-        root = parse_untrusted(data, self.limits, keep_comments=True)
+    def verify(
+        self,
+        data: bytes,
+        *,
+        parsed: tuple[etree._Element, edxml.Package] | None = None,
+    ) -> Verified:
+        """Verify ``data``; return the package read from what the signature covers.
+
+        ``parsed``: ``data`` already parsed by :func:`edxml.load_tree` and the package read
+        from it, so nothing is parsed twice. The tree loses its signature. When the
+        signature covers the whole document (the fast path), that package is what it
+        covers; otherwise the signed part is read again.
+        """
+        root = (
+            parse_untrusted(data, self.limits, keep_comments=True) if parsed is None else parsed[0]
+        )
         signature = self._locate(root)
         info = self._signed_info(signature)
         chain = self.trust.validate(info.certificates, info.certificate_key)
         engine: Engine = "fast" if self.engine == "fast" and info.fast else "signxml"
         if engine == "fast":
             signed_root = self._verify_fast(root, signature, info, chain)
+            package = parsed[1] if parsed is not None else edxml.read_tree(signed_root, self.limits)
         else:
             signed_root = self._verify_signxml(root, len(data), chain)
-        verified = Verified(edxml.read_tree(signed_root, self.limits), chain, engine)
+            package = edxml.read_tree(signed_root, self.limits)
+        verified = Verified(package, chain, engine)
         if self.binding is not None and not self.binding.binds(
             chain.certificate, chain.fingerprint, verified.package.sender or ""
         ):

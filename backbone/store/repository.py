@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from cryptography import x509
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +55,28 @@ def document_facts(package: DocumentPackage) -> dict[str, object]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What the validator knows of a package when it records the acceptance."""
+
+    sender: str
+    document_id: str
+    content_sha256: str
+    size: int
+    facts: dict[str, object] | None = None
+
+
+_FACTS = (  # the columns document_facts() fills; absent facts are NULL
+    "bussiness_doc_type",
+    "subject",
+    "code_number",
+    "code_notation",
+    "promulgation_date",
+    "priority",
+)
+_CHUNK = 500  # rows per statement, well within SQLite's limit on bound parameters
+
+
 async def record_acceptance(
     session: AsyncSession,
     *,
@@ -65,44 +87,67 @@ async def record_acceptance(
     facts: dict[str, object] | None = None,
     at: datetime | None = None,
 ) -> AcceptanceRecord:
-    """Atomically record that ``sender`` had ``document_id`` accepted with this content.
+    """Atomically record that ``sender`` had ``document_id`` accepted with this content."""
+    submission = Submission(sender, document_id, content_sha256, size, facts)
+    return (await record_acceptances(session, [submission], at=at))[0]
 
-    One insert that does nothing on conflict decides it, so concurrent validators (threads
-    or processes, SQLite or PostgreSQL) agree: exactly one gets NEW.
+
+async def record_acceptances(
+    session: AsyncSession, submissions: Sequence[Submission], *, at: datetime | None = None
+) -> list[AcceptanceRecord]:
+    """Record many acceptances in one statement (per 500), each decided as if alone.
+
+    An insert that does nothing on conflict decides it, so concurrent validators (threads
+    or processes, SQLite or PostgreSQL) agree: exactly one gets NEW. Within a batch the
+    first of two submissions of one DocumentId wins, as it would one after the other.
     """
     now = at or datetime.now(UTC)
-    values = {
-        "id": new_id(),
-        "sender": sender,
-        "document_id": document_id,
-        "content_sha256": content_sha256,
-        "size": size,
-        "submitted_at": now,
-        "accepted_at": now,
-        "state": "accepted",
-        **(facts or {}),
-    }
+    rows = [
+        {
+            "id": new_id(),
+            "sender": s.sender,
+            "document_id": s.document_id,
+            "content_sha256": s.content_sha256,
+            "size": s.size,
+            "submitted_at": now,
+            "accepted_at": now,
+            "state": "accepted",
+            **dict.fromkeys(_FACTS),
+            **(s.facts or {}),
+        }
+        for s in submissions
+    ]
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(Document)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["sender", "document_id"])
-        .returning(Document.id)
-    )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is not None:
-        return AcceptanceRecord(Acceptance.NEW, inserted)
-    existing = (
-        await session.execute(
-            select(Document.id, Document.content_sha256).where(
-                Document.sender == sender, Document.document_id == document_id
-            )
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _CHUNK):
+        statement = (
+            dialect.insert(Document)
+            .values(rows[start : start + _CHUNK])
+            .on_conflict_do_nothing(index_elements=["sender", "document_id"])
+            .returning(Document.id)
         )
-    ).one()
-    outcome = (
-        Acceptance.REDELIVERY if existing.content_sha256 == content_sha256 else Acceptance.DUPLICATE
-    )
-    return AcceptanceRecord(outcome, existing.id)
+        inserted.update((await session.execute(statement)).scalars())
+    others = {(r["sender"], r["document_id"]) for r in rows if r["id"] not in inserted}
+    existing: dict[tuple[str, str], tuple[str, str]] = {}
+    keys = sorted(others)
+    for start in range(0, len(keys), _CHUNK):
+        found = await session.execute(
+            select(
+                Document.sender, Document.document_id, Document.id, Document.content_sha256
+            ).where(tuple_(Document.sender, Document.document_id).in_(keys[start : start + _CHUNK]))
+        )
+        existing.update({(r.sender, r.document_id): (r.id, r.content_sha256) for r in found})
+    records = []
+    for row in rows:
+        if row["id"] in inserted:
+            records.append(AcceptanceRecord(Acceptance.NEW, str(row["id"])))
+            continue
+        backbone_id, sha = existing[(str(row["sender"]), str(row["document_id"]))]
+        same = sha == row["content_sha256"]
+        records.append(
+            AcceptanceRecord(Acceptance.REDELIVERY if same else Acceptance.DUPLICATE, backbone_id)
+        )
+    return records
 
 
 # --- agencies -----------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 from aio_pika.exceptions import AMQPError
+from lxml import etree
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import edxml, signing, topology
@@ -46,6 +47,7 @@ from ..logs import get_logger
 from ..registry import Registry
 from ..store import Store
 from ..store import repository as repo
+from .acceptances import Acceptances
 from .outbox import Outbox, Signer, load_signer
 
 log = get_logger("backbone.validator")
@@ -102,6 +104,7 @@ class Validator:
         self.registry = registry
         self.verifier = verifier
         self.outbox = Outbox(settings, signer)
+        self.acceptances = Acceptances(store)
         self.limits = settings.limits
         self.subject_binding = signing.SubjectBinding(settings.cert_agency_attribute)
         self._stopping = asyncio.Event()
@@ -217,7 +220,7 @@ class Validator:
                 ),
             )
         try:
-            package = edxml.load(body, self.limits)
+            tree, package = edxml.load_tree(body, self.limits)
         except InvalidPackage as exc:
             raise Rejection(Check.STRUCTURE, exc.issues[0]) from None
         except PackageError as exc:
@@ -247,7 +250,7 @@ class Validator:
                 ),
                 package,
             )
-        verified = await self._verify(body, package)
+        verified = await self._verify(body, tree, package)
         if verified is not None:
             package = verified.package  # from here on, only what the signature covers
         if isinstance(package, edxml.StatusPackage):
@@ -265,15 +268,15 @@ class Validator:
                     ),
                     package,
                 )
-        async with self.store.transaction() as session:
-            record = await repo.record_acceptance(
-                session,
-                sender=sender,
-                document_id=package.document_id,
-                content_sha256=hashlib.sha256(body).hexdigest(),
-                size=len(body),
-                facts=repo.document_facts(package),
+        record = await self.acceptances.record(
+            repo.Submission(
+                sender,
+                package.document_id,
+                hashlib.sha256(body).hexdigest(),
+                len(body),
+                repo.document_facts(package),
             )
+        )
         if record.outcome is repo.Acceptance.DUPLICATE:
             raise Rejection(
                 Check.DUPLICATE,
@@ -288,9 +291,11 @@ class Validator:
             )
         return Accepted(package, verified, record.backbone_id)
 
-    async def _verify(self, body: bytes, package: edxml.Package) -> signing.Verified | None:
+    async def _verify(
+        self, body: bytes, tree: etree._Element, package: edxml.Package
+    ) -> signing.Verified | None:
         try:
-            verified = self.verifier.verify(body)
+            verified = self.verifier.verify(body, parsed=(tree, package))
         except SignatureError as exc:
             unsigned_status = (
                 exc.code == ErrorCode.UNSIGNED
@@ -338,13 +343,29 @@ class Validator:
             "document_id": package.document_id,
             "message_id": message.message_id,
         }
-        await self.outbox.event(Event(kind=Kind.ACCEPTED, **common))
-        for recipient in dict.fromkeys(r or "" for r in package.recipients):
-            delivered = await self.outbox.deliver(
-                message.body, recipient, headers, f"{accepted.backbone_id}:{recipient}", "edoc"
+        recipients = list(dict.fromkeys(r or "" for r in package.recipients))
+        # all in flight at once: the confirms come back together, in publish order
+        _, *delivered = await asyncio.gather(
+            self.outbox.event(Event(kind=Kind.ACCEPTED, **common)),
+            *(
+                self.outbox.deliver(
+                    message.body, recipient, headers, f"{accepted.backbone_id}:{recipient}", "edoc"
+                )
+                for recipient in recipients
+            ),
+        )
+        await asyncio.gather(
+            *(
+                self.outbox.event(
+                    Event(
+                        kind=Kind.ROUTED if ok else Kind.UNDELIVERABLE,
+                        recipient=recipient,
+                        **common,
+                    )
+                )
+                for recipient, ok in zip(recipients, delivered, strict=True)
             )
-            kind = Kind.ROUTED if delivered else Kind.UNDELIVERABLE
-            await self.outbox.event(Event(kind=kind, recipient=recipient, **common))
+        )
 
     async def _route_status(
         self, message: AbstractIncomingMessage, package: edxml.StatusPackage

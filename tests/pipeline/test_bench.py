@@ -1,0 +1,68 @@
+"""The end-to-end benchmark, run with tiny numbers so it cannot rot: it completes and its
+report holds sane figures. (Speed is for `make bench` to print, never for a test to assert.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backbone import benchmark
+
+from .conftest import Broker
+
+pytestmark = pytest.mark.pipeline
+
+
+def _ordered(figures: dict[str, float]) -> bool:
+    return 0 < figures["p50"] <= figures["p95"] <= figures["p99"] <= figures["max"]
+
+
+def test_the_benchmark_runs_end_to_end_and_reports_sane_figures(
+    broker: Broker, tmp_path: Path
+) -> None:
+    options = benchmark.Options(
+        count=12,
+        warm_up=4,
+        senders=2,
+        recipients=2,
+        processes=(1, 2),
+        amqp_url=broker.amqp_url,
+        mgmt_url=broker.mgmt.url,
+        results=tmp_path,
+    )
+    steps: list[str] = []
+
+    def progress(description: str, total: int | None) -> object:
+        steps.append(description)
+        return lambda n: None
+
+    benchmark.run(options, progress)  # type: ignore[arg-type]
+
+    report = json.loads((tmp_path / "end-to-end.json").read_text())
+    assert report["baseline"]["messages"] == 12
+    assert report["baseline"]["per_second"] > 0
+    assert _ordered(report["baseline"]["latency_ms"])
+    assert 7000 <= report["options"]["size"] <= 9500  # a signed package of about 8 KB
+    assert [row["validators"] for row in report["configurations"]] == [1, 2]
+    for row in report["configurations"]:
+        full, half = row["max"], row["half"]
+        assert (full["documents"], full["copies"]) == (12, 24)
+        assert (half["documents"], half["copies"]) == (6, 12)
+        assert half["offered_per_second"] == pytest.approx(full["documents_per_second"] / 2)
+        for figures in (full, half):
+            assert figures["documents_per_second"] > 0
+            delivered, recorded = (
+                figures["latency_ms"]["delivered"],
+                figures["latency_ms"]["recorded"],
+            )
+            assert delivered["count"] == recorded["count"] == figures["copies"]
+            assert _ordered(delivered) and _ordered(recorded)
+            assert recorded["p50"] > delivered["p50"]  # 01 is answered after the arrival
+            assert figures["cpu_seconds_per_document"]["workers"] > 0
+        names = {f"validator-{n}" for n in range(1, row["validators"] + 1)} | {"tracker"}
+        assert names <= set(row["peak_memory_mib"])
+        assert all(mib > 20 for mib in row["peak_memory_mib"].values())
+    assert (tmp_path / "end-to-end.png").stat().st_size > 10_000
+    assert any(step.startswith("2 validator(s): as fast") for step in steps)
