@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from backbone.store import migrate
 
@@ -20,12 +16,7 @@ POSTGRES_ADMIN = os.environ.get(
 
 
 async def admin(statement: str) -> None:
-    engine = create_async_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
+    await migrate.execute(POSTGRES_ADMIN, statement)
 
 
 def postgres_unreachable() -> str | None:
@@ -41,16 +32,5 @@ def postgres_unreachable() -> str | None:
 def migrated(kind: str, directory: Path) -> Iterator[str]:
     """A migrated, empty database of ``kind`` (sqlite or postgresql); dropped afterwards.
     Call it outside a running event loop (migrations run their own)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{directory / f'backbone-{uuid.uuid4().hex[:8]}.db'}"
-        migrate.upgrade(url)
+    with migrate.fresh(kind, directory, POSTGRES_ADMIN, "backbone_test") as url:
         yield url
-        return
-    name = f"backbone_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(admin(f"CREATE DATABASE {name}"))
-    url = POSTGRES_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

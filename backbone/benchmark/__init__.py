@@ -29,6 +29,7 @@ from .. import localnode
 from ..edxml.factory import document_id_for
 from ..mgmt import Management
 from ..signing.pki import KeyType
+from ..store import migrate
 from . import _baseline, _report, _world
 from ._run import Configuration, Package, Phase, stamp
 
@@ -146,7 +147,9 @@ def _measure(
 
     rows, distributions = [], {}
     for processes in options.processes:
-        with _world.database(options.database, workdir, options.postgres_url) as database:
+        with migrate.fresh(
+            options.database, workdir, options.postgres_url, "backbone_bench"
+        ) as database:
             asyncio.run(world.register(database))
             row, lat = asyncio.run(
                 _configuration(

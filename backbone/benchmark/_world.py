@@ -7,9 +7,8 @@ import asyncio
 import multiprocessing
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -17,8 +16,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from .. import access, signing, topology
 from ..config import Settings
@@ -27,7 +24,7 @@ from ..mgmt import Management
 from ..provisioning import Provisioner, new_password
 from ..registry import Registry
 from ..signing.pki import Issued, KeyType
-from ..store import Store, migrate
+from ..store import Store
 
 WORKERS = "bench-workers"
 BACKBONE = "000.00.00.B00"
@@ -142,36 +139,6 @@ class World:
                 await registry.register_certificate(code, certificate)
         finally:
             await store.close()
-
-
-@contextmanager
-def database(kind: str, workdir: Path, postgres_admin: str) -> Iterator[str]:
-    """A migrated, empty database: a SQLite file, or a new PostgreSQL database (dropped
-    afterwards). Call it outside a running event loop (migrations run their own)."""
-    if kind == "sqlite":
-        url = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.db'}"
-        migrate.upgrade(url)
-        yield url
-        return
-    name = f"backbone_bench_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_postgres(postgres_admin, f"CREATE DATABASE {name}"))
-    url = postgres_admin.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        migrate.upgrade(url)
-        yield url
-    finally:
-        asyncio.run(_postgres(postgres_admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-
-
-async def _postgres(admin_url: str, statement: str) -> None:
-    from ..store.engine import async_url
-
-    engine = create_async_engine(async_url(admin_url), isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 # --- the packages ----------------------------------------------------------------------------
