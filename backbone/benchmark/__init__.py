@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -74,7 +74,6 @@ class Options:
     results: Path = Path("bench/results")
     plot: bool = True
     warm_up: int = WARM_UP
-    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def documents(self) -> int:
@@ -106,8 +105,8 @@ def run(options: Options, progress: Progress = _silent) -> dict[str, Any]:
             options.key_type,
         )
         progress("creating agencies, users, certificates", None)
-        asyncio.run(world.create())
         try:
+            asyncio.run(world.create())
             broker_pgid = node.process.pid if node is not None and node.process else None
             return _measure(options, world, workdir, broker_pgid, progress)
         finally:
@@ -172,7 +171,7 @@ def _measure(
         "benchmark": "end-to-end",
         "when": datetime.now(UTC).isoformat(),
         "options": {
-            **{k: v for k, v in asdict(options).items() if k not in ("results", "notes")},
+            **{k: v for k, v in asdict(options).items() if k != "results"},
             "count": count,
             "size": size,
             "attachment_bytes": attachment,
@@ -180,7 +179,6 @@ def _measure(
         },
         "baseline": {**baseline, "latency_ms": baseline_latency},
         "configurations": rows,
-        "notes": options.notes,
     }
     out = _report.save(report, options.results)
     report["saved"] = str(out)
