@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from .. import localnode
+from .. import localnode, runtime
 from ..edxml.factory import document_id_for
 from ..mgmt import Management
 from ..signing.pki import KeyType
@@ -150,7 +150,7 @@ def _measure(
             options.database, workdir, options.postgres_url, "backbone_bench"
         ) as database:
             asyncio.run(world.register(database))
-            row, lat = asyncio.run(
+            row, lat = runtime.run(
                 _configuration(
                     options,
                     world,
