@@ -118,15 +118,14 @@ async def record_acceptances(
         for s in submissions
     ]
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    inserted: set[str] = set()
-    for start in range(0, len(rows), _CHUNK):
-        statement = (
-            dialect.insert(Document)
-            .values(rows[start : start + _CHUNK])
-            .on_conflict_do_nothing(index_elements=["sender", "document_id"])
-            .returning(Document.id)
-        )
-        inserted.update((await session.execute(statement)).scalars())
+    # one cached statement, executed for many rows (SQLAlchemy batches them into
+    # multi-row INSERT ... RETURNING): compiling a statement per batch size costs more
+    statement = (
+        dialect.insert(Document.__table__)
+        .on_conflict_do_nothing(index_elements=["sender", "document_id"])
+        .returning(Document.__table__.c.id)
+    )
+    inserted = set((await session.execute(statement, rows)).scalars())
     others = {(r["sender"], r["document_id"]) for r in rows if r["id"] not in inserted}
     existing: dict[tuple[str, str], tuple[str, str]] = {}
     keys = sorted(others)

@@ -50,6 +50,25 @@ async def test_new_then_redelivery_then_duplicate(store: Store) -> None:
     assert (await _record(store, "000.00.00.H41", document_id, "b" * 64)).outcome == "new"
 
 
+async def test_a_batch_is_decided_as_if_one_after_the_other(store: Store) -> None:
+    document_id = f"doc-{uuid.uuid4()}"
+    same, other = "a" * 64, "b" * 64
+    batch = [
+        repo.Submission("000.00.00.G22", document_id, same, 1),
+        repo.Submission("000.00.00.H41", document_id, same, 1),  # another sender's
+        repo.Submission("000.00.00.G22", document_id, same, 1),  # redelivered meanwhile
+        repo.Submission("000.00.00.G22", document_id, other, 1),  # the DocumentId reused
+    ]
+    async with store.transaction() as session:
+        records = await repo.record_acceptances(session, batch)
+    assert [r.outcome for r in records] == ["new", "new", "redelivery", "duplicate"]
+    assert records[0].backbone_id == records[2].backbone_id == records[3].backbone_id
+    assert records[1].backbone_id != records[0].backbone_id
+    async with store.transaction() as session:  # and the next batch sees them
+        (later,) = await repo.record_acceptances(session, [batch[1]])
+    assert (later.outcome, later.backbone_id) == ("redelivery", records[1].backbone_id)
+
+
 async def test_document_facts_are_recorded(store: Store) -> None:
     package = make_document(document_id=f"facts-{uuid.uuid4()}", priority=2)
     async with store.transaction() as session:
