@@ -16,6 +16,7 @@ Figures are printed, saved as JSON (and a PNG) under ``results``.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 import time
@@ -30,6 +31,7 @@ from ..edxml.factory import document_id_for
 from ..mgmt import Management
 from ..signing.pki import KeyType
 from ..store import migrate
+from ..workers.validator import PREFETCH
 from . import _baseline, _report, _world
 from ._run import Configuration, Package, Phase, stamp
 
@@ -66,7 +68,7 @@ class Options:
     database: Literal["sqlite", "postgresql"] = "sqlite"
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     processes: tuple[int, ...] = (1, 2)
-    prefetch: int = 32
+    prefetch: int = PREFETCH
     key_type: KeyType = "rsa"
     half_load: bool = True
     amqp_url: str | None = None  # an administrator's; with mgmt_url, instead of a private node
@@ -177,6 +179,7 @@ def _measure(
             "attachment_bytes": attachment,
             "results": str(options.results),
         },
+        "cores": os.cpu_count() or 1,
         "baseline": {**baseline, "latency_ms": baseline_latency},
         "configurations": rows,
     }

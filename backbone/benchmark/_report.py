@@ -62,6 +62,7 @@ def summarize(phase: Phase) -> dict[str, Any]:
         },
         "cpu_seconds_per_document": {
             "workers": workers / documents,
+            "all": sum(phase.cpu.values()) / documents,
             **{name: seconds / documents for name, seconds in phase.cpu.items()},
         },
     }
@@ -112,15 +113,18 @@ def render(report: dict[str, Any], console: Console) -> None:
                 f"{figures['cpu_seconds_per_document']['workers'] * 1000:.2f}",
             )
     console.print(table)
+    cores = report["cores"]
     for row in report["configurations"]:
         memory = ", ".join(f"{k} {v:.0f}" for k, v in row["peak_memory_mib"].items())
+        spent = row["max"]["cpu_seconds_per_document"]
         cpu = ", ".join(
-            f"{k} {v * 1000:.2f}"
-            for k, v in row["max"]["cpu_seconds_per_document"].items()
-            if k != "workers"
+            f"{k} {v * 1000:.2f}" for k, v in spent.items() if k not in ("workers", "all")
         )
         console.print(f"{row['validators']} validator(s): peak memory MiB: {memory}")
-        console.print(f"  CPU ms per document at full load: {cpu}")
+        console.print(
+            f"  CPU ms per document at full load: {cpu}; all {spent['all'] * 1000:.2f}, so "
+            f"{cores} cores allow at most {cores / spent['all']:,.0f} documents/s"
+        )
 
 
 def _three(figures: dict[str, float]) -> str:

@@ -172,7 +172,7 @@ class Configuration:
         """CPU seconds so far of each process involved."""
         cpu = {w.name: _procs.cpu_seconds(w.pid) for w in self.workers.running}
         cpu["recipients (SDK)"] = _procs.cpu_seconds(self.recipients.pid)
-        cpu["senders (SDK)"] = _procs.cpu_seconds(os.getpid())
+        cpu["senders (SDK) and watcher"] = _procs.cpu_seconds(os.getpid())
         if self.broker_pgid is not None:
             cpu["broker"] = _procs.group_cpu_seconds(self.broker_pgid)
         return cpu

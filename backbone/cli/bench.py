@@ -19,6 +19,7 @@ from rich.progress import (
 
 from .. import benchmark
 from ..benchmark import _report
+from ..workers.validator import PREFETCH
 from . import app
 from ._common import fail
 
@@ -65,7 +66,9 @@ def bench(
     processes: Annotated[
         str, typer.Option(help="Validator processes to measure, e.g. 1,2.")
     ] = "1,2",
-    prefetch: Annotated[int, typer.Option(min=1, help="Messages in flight per validator.")] = 32,
+    prefetch: Annotated[
+        int, typer.Option(min=1, help="Messages in flight per validator.")
+    ] = PREFETCH,
     key_type: Annotated[
         Literal["rsa", "ec"], typer.Option(help="Agency keys: RSA 2048 or ECDSA P-256.")
     ] = "rsa",

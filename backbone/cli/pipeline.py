@@ -15,6 +15,7 @@ from ..client import AsyncGateway, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..errors import BackboneError, PackageError
+from ..workers.validator import PREFETCH
 from . import app
 from ._common import fail, read_limited
 
@@ -173,7 +174,12 @@ def _workers_settings() -> Settings:
 @run_app.command("validator")
 def run_validator(
     processes: Annotated[int, typer.Option(min=1, help="Validator processes.")] = 1,
-    prefetch: Annotated[int, typer.Option(min=1, help="Messages in flight per process.")] = 32,
+    prefetch: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Messages in flight per process (as many packages may be in memory)."
+        ),
+    ] = PREFETCH,
 ) -> None:
     """Validate and route submissions until SIGTERM (in-flight messages are finished)."""
     from ..workers.validator import run_processes
@@ -194,7 +200,9 @@ def run_tracker(
 @run_app.command("all")
 def run_all(
     processes: Annotated[int, typer.Option(min=1, help="Validator processes.")] = 1,
-    prefetch: Annotated[int, typer.Option(min=1, help="Messages in flight per validator.")] = 32,
+    prefetch: Annotated[
+        int, typer.Option(min=1, help="Messages in flight per validator.")
+    ] = PREFETCH,
 ) -> None:
     """The validator(s) and the tracker, until SIGTERM."""
     from ..workers.validator import run_processes

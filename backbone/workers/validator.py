@@ -54,6 +54,9 @@ log = get_logger("backbone.validator")
 TRANSIENT = (SQLAlchemyError, AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
 TRANSIENT_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between in-place retries
 MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
+# messages in flight per process: enough for the acceptances to be committed in groups
+# (the benchmark: 32 -> 128 gave 15% more documents a second with two validators)
+PREFETCH = 128
 
 
 class Check(StrEnum):
@@ -112,7 +115,7 @@ class Validator:
 
     # --- the consumer ---------------------------------------------------------------------
 
-    async def run(self, prefetch: int = 32, ready: asyncio.Event | None = None) -> None:
+    async def run(self, prefetch: int = PREFETCH, ready: asyncio.Event | None = None) -> None:
         connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
