@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from .. import localnode, runtime
 from ..edxml.factory import document_id_for
@@ -227,6 +228,8 @@ async def _configuration(
         options.prefetch,
         options.results / "logs" / f"{processes}-validators",
         broker_pgid,
+        local_postgres=options.database == "postgresql"
+        and urlsplit(options.postgres_url).hostname in ("127.0.0.1", "localhost", "::1"),
     )
     phases: list[Phase] = []
     async with configuration:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,18 +27,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds of every live process in a process group (the broker: its Erlang VM and
-    helpers)."""
+def _all_cpu(matches: Callable[[str, list[str]], bool]) -> float:
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            head, tail = stat.read_text().rsplit(")", 1)
         except OSError:  # gone meanwhile
             continue
-        if int(fields[2]) == pgid:  # pgrp
+        fields = tail.split()
+        if matches(head.split("(", 1)[1], fields):
             total += (int(fields[11]) + int(fields[12])) / _TICKS
     return total
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of every live process in a process group (the broker: its Erlang VM and
+    helpers)."""
+    return _all_cpu(lambda _, fields: int(fields[2]) == pgid)  # pgrp
+
+
+def named_cpu_seconds(name: str) -> float:
+    """CPU seconds of every live process of this name (``postgres``: the server's processes,
+    those serving the workers among them)."""
+    return _all_cpu(lambda command, _: command == name)
 
 
 def peak_mib(pid: int) -> float:

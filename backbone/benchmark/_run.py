@@ -114,6 +114,7 @@ class Configuration:
     prefetch: int
     logs: Path
     broker_pgid: int | None = None
+    local_postgres: bool = False  # its server's CPU counts too
 
     async def __aenter__(self) -> Configuration:
         self.workers = _procs.Workers(self.settings, self.processes, self.prefetch, self.logs)
@@ -175,6 +176,8 @@ class Configuration:
         cpu["senders (SDK) and watcher"] = _procs.cpu_seconds(os.getpid())
         if self.broker_pgid is not None:
             cpu["broker"] = _procs.group_cpu_seconds(self.broker_pgid)
+        if self.local_postgres:
+            cpu["PostgreSQL"] = _procs.named_cpu_seconds("postgres")
         return cpu
 
     async def phase(
