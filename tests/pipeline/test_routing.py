@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import aio_pika
@@ -215,3 +216,46 @@ async def test_the_sdk_hands_a_redelivered_document_over_once(pipeline: Pipeline
     await submit(pipeline, signed)
     delivered = await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], timeout=3)
     assert [d.body for d in delivered] == [signed]
+
+
+async def test_serve_handles_deliveries_at_once_and_returns_a_failed_one(
+    pipeline: Pipeline,
+) -> None:
+    for code in (SENDER, RECIPIENTS[0]):
+        await pipeline.add_agency(code)
+    packages = [document(recipients=[RECIPIENTS[0]]) for _ in range(6)]
+    async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as sender:
+        for package in packages:
+            await sender.send(pipeline.signers["G22"].sign(package))
+    handled: list[str] = []
+    failed: list[str] = []
+    running, most = 0, 0
+    stop = asyncio.Event()
+
+    async def handler(delivery: Delivery) -> None:
+        nonlocal running, most
+        document_id = delivery.package.document_id or ""
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.3)  # slow work: the others proceed meanwhile
+            if document_id == packages[0].document_id and not failed:
+                failed.append(document_id)
+                raise RuntimeError("the application failed once")
+            handled.append(document_id)
+            if len(handled) == len(packages):
+                stop.set()
+        finally:
+            running -= 1
+
+    async with AsyncGateway(pipeline.url(RECIPIENTS[0]), username=RECIPIENTS[0]) as recipient:
+        await asyncio.wait_for(
+            recipient.serve(topology.inbox(RECIPIENTS[0]), handler, stop=stop), timeout=30
+        )
+    assert sorted(handled) == sorted(p.document_id for p in packages)
+    assert failed == [packages[0].document_id]  # returned, then handled on redelivery
+    assert most > 1
+    statuses = await drain(pipeline, topology.inbox(SENDER), SENDER, count=7, timeout=5)
+    answered = [s.package.document_id for s in statuses]
+    assert sorted(set(answered)) == sorted(p.document_id for p in packages)
+    assert await drain(pipeline, topology.inbox(RECIPIENTS[0]), timeout=1) == []
