@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from aio_pika.exceptions import AMQPError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,6 +17,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import benchmark
 from ..benchmark import _report
@@ -131,7 +133,7 @@ def bench(
 
         try:
             report = benchmark.run(options, step)
-        except RuntimeError as exc:
+        except (RuntimeError, OSError, SQLAlchemyError, AMQPError) as exc:
             raise fail(f"the benchmark stopped: {exc}") from None
         finish()
     _report.render(report, console)
