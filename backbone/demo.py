@@ -14,7 +14,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -28,7 +28,7 @@ from .client import AsyncGateway, Delivery
 from .config import Settings
 from .edxml.factory import File, new_document
 from .mgmt import Management
-from .provisioning import Provisioner, new_password
+from .provisioning import Provisioner, new_password, vhost_url
 from .store import migrate
 from .workers import tracker as tracking
 from .workers.validator import build
@@ -56,13 +56,6 @@ class Story:
     def note(self, document_id: str, column: str, text: str) -> None:
         row = self.documents.setdefault(document_id, {})
         row[column] = f"{row[column]}; {text}" if column in row else text
-
-
-def _url(base: str, vhost: str, user: str, password: str) -> str:
-    parts = urlsplit(base)
-    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
-    return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
 
 
 def run(console: Console | None = None) -> None:
@@ -117,11 +110,11 @@ async def _story(
     }
     backbone_cert = certs["000.00.00.B00"]
     admin_user = urlsplit(amqp).username or "guest"
-    admin_url = _url(amqp, vhost, admin_user, urlsplit(amqp).password or "guest")
+    admin_url = vhost_url(amqp, vhost, admin_user, urlsplit(amqp).password or "guest")
     workers = f"{vhost}-workers"  # the backbone's own principal, for this demo only
     await _principal(provisioner, passwords, workers, access.workers_grant())
     settings = Settings(
-        amqp_url=_url(amqp, vhost, workers, passwords[workers]),
+        amqp_url=vhost_url(amqp, vhost, workers, passwords[workers]),
         mgmt_url=provisioner.mgmt.url,
         database_url=database,
         trust_bundle=pki.ca_bundle,
@@ -167,7 +160,7 @@ async def _story(
     )
 
     def url(user: str) -> str:
-        return _url(amqp, vhost, user, passwords[user])
+        return vhost_url(amqp, vhost, user, passwords[user])
 
     for attempt, refusal in (
         ("Cao Bằng reading Nghệ An's inbox", _read(url(CAO_BANG), topology.inbox(NGHE_AN))),

@@ -16,9 +16,20 @@ import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from .access import Grant
 from .mgmt import Management, user_tags
+
+
+def vhost_url(base: str, vhost: str, user: str, password: str) -> str:
+    """The broker of ``base`` (an AMQP URL) as ``user`` in ``vhost``: what a provisioned
+    principal connects with."""
+    parts = urlsplit(base)
+    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
+    netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
+    return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
+
 
 CLOSE_WAIT = 10.0  # seconds to wait for the management API to learn of a new connection
 SHA256 = "rabbit_password_hashing_sha256"

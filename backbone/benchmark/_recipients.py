@@ -86,6 +86,7 @@ class Recipients:
         )
         self.process.start()
         if not self._ready.wait(60):
+            self.close()
             raise RuntimeError("the recipients' process did not start")
 
     @property
@@ -99,7 +100,7 @@ class Recipients:
         return arrived
 
     def close(self) -> None:
-        """After a failure: end the process, whatever it was doing."""
+        """End the process, whatever it was doing (it has ended already after ``stop``)."""
         if self.process.is_alive():
             self.process.terminate()
             self.process.join(timeout=10)

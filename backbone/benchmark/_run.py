@@ -9,6 +9,7 @@ by polling the events table every ``POLL`` seconds (so (b) is late by half that,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -117,7 +118,22 @@ class Configuration:
     local_postgres: bool = False  # its server's CPU counts too
 
     async def __aenter__(self) -> Configuration:
+        self._stack = contextlib.AsyncExitStack()
+        try:
+            await self._start(self._stack)
+        except BaseException:  # stop whatever had started, then fail
+            await self._stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self._stack.aclose()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        """The workers, the recipients, the senders and the watcher; each is stopped, in
+        reverse order, when the configuration ends."""
         self.workers = _procs.Workers(self.settings, self.processes, self.prefetch, self.logs)
+        stack.push_async_callback(asyncio.to_thread, self.workers.stop)
         await asyncio.to_thread(self.workers.start)
         world = self.world
         self.recipients = Recipients(
@@ -131,23 +147,20 @@ class Configuration:
             }
         )
         await asyncio.to_thread(self.recipients.start)
+        stack.callback(self.recipients.close)
         await self._consumers_ready()
-        self.senders = {
-            code: AsyncGateway(world.url(code), username=code) for code in world.senders
-        }
-        for gateway in self.senders.values():
-            await gateway.__aenter__()
+        self.senders: dict[str, AsyncGateway] = {}
+        for code in world.senders:
+            gateway = AsyncGateway(world.url(code), username=code)
+            self.senders[code] = await stack.enter_async_context(gateway)
         self.watcher = Watcher(self.settings.database_url)
-        self._watching = asyncio.create_task(self.watcher.run())
-        return self
+        watching = asyncio.create_task(self.watcher.run())
 
-    async def __aexit__(self, *_: object) -> None:
-        for gateway in self.senders.values():
-            await gateway.__aexit__(None, None, None)
-        await self.watcher.close()
-        await self._watching
-        self.recipients.close()
-        await asyncio.to_thread(self.workers.stop)
+        async def stop_watching() -> None:
+            await self.watcher.close()
+            await watching
+
+        stack.push_async_callback(stop_watching)
 
     async def _consumers_ready(self, timeout: float = 60.0) -> None:
         """Until every validator and the tracker consume (they log in as they start)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aio_pika
 
@@ -21,7 +21,7 @@ from .. import access, signing, topology
 from ..config import Settings
 from ..edxml.factory import File, new_document
 from ..mgmt import Management
-from ..provisioning import Provisioner, new_password
+from ..provisioning import Provisioner, new_password, vhost_url
 from ..registry import Registry
 from ..signing.pki import Issued, KeyType
 from ..store import Store
@@ -37,13 +37,6 @@ def senders(count: int) -> list[str]:
 
 def recipients(count: int) -> list[str]:
     return [f"000.00.00.H{10 + n:02d}" for n in range(count)]
-
-
-def url_for(base: str, vhost: str, user: str, password: str) -> str:
-    parts = urlsplit(base)
-    credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
-    netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
-    return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
 
 
 @dataclass
@@ -72,8 +65,10 @@ class World:
         """The virtual host as ``user``, or as the administrator."""
         if user is None:
             parts = urlsplit(self.amqp)
-            return url_for(self.amqp, self.vhost, parts.username or "guest", parts.password or "")
-        return url_for(self.amqp, self.vhost, user, self.passwords[user])
+            return vhost_url(
+                self.amqp, self.vhost, parts.username or "guest", parts.password or "guest"
+            )
+        return vhost_url(self.amqp, self.vhost, user, self.passwords[user])
 
     async def create(self) -> None:
         await asyncio.to_thread(self._create_sync)

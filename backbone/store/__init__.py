@@ -2,7 +2,7 @@
 
 Store(url)                       engine + sessions (SQLite WAL by default, PostgreSQL)
 migrate.upgrade(url)             apply migrations (what `backbone init` does)
-repository.record_acceptance     new | redelivery | duplicate, atomic across processes
+repository.record_acceptances    new | redelivery | duplicate, atomic across processes
 """
 
 from .engine import Store, async_url, create_engine

@@ -77,23 +77,8 @@ _FACTS = (  # the columns document_facts() fills; absent facts are NULL
 _CHUNK = 500  # rows per statement, well within SQLite's limit on bound parameters
 
 
-async def record_acceptance(
-    session: AsyncSession,
-    *,
-    sender: str,
-    document_id: str,
-    content_sha256: str,
-    size: int,
-    facts: dict[str, object] | None = None,
-    at: datetime | None = None,
-) -> AcceptanceRecord:
-    """Atomically record that ``sender`` had ``document_id`` accepted with this content."""
-    submission = Submission(sender, document_id, content_sha256, size, facts)
-    return (await record_acceptances(session, [submission], at=at))[0]
-
-
 async def record_acceptances(
-    session: AsyncSession, submissions: Sequence[Submission], *, at: datetime | None = None
+    session: AsyncSession, submissions: Sequence[Submission]
 ) -> list[AcceptanceRecord]:
     """Record many acceptances in one statement (per 500), each decided as if alone.
 
@@ -101,7 +86,7 @@ async def record_acceptances(
     or processes, SQLite or PostgreSQL) agree: exactly one gets NEW. Within a batch the
     first of two submissions of one DocumentId wins, as it would one after the other.
     """
-    now = at or datetime.now(UTC)
+    now = datetime.now(UTC)
     rows = [
         {
             "id": new_id(),

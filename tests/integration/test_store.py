@@ -34,9 +34,10 @@ async def test_migrations_and_models_agree(store: Store) -> None:
 
 async def _record(store: Store, sender: str, document_id: str, sha: str) -> repo.AcceptanceRecord:
     async with store.transaction() as session:
-        return await repo.record_acceptance(
-            session, sender=sender, document_id=document_id, content_sha256=sha, size=1
+        (record,) = await repo.record_acceptances(
+            session, [repo.Submission(sender, document_id, sha, 1)]
         )
+        return record
 
 
 async def test_new_then_redelivery_then_duplicate(store: Store) -> None:
@@ -72,13 +73,17 @@ async def test_a_batch_is_decided_as_if_one_after_the_other(store: Store) -> Non
 async def test_document_facts_are_recorded(store: Store) -> None:
     package = make_document(document_id=f"facts-{uuid.uuid4()}", priority=2)
     async with store.transaction() as session:
-        record = await repo.record_acceptance(
+        (record,) = await repo.record_acceptances(
             session,
-            sender=package.sender or "",
-            document_id=package.document_id,
-            content_sha256="c" * 64,
-            size=len(edxml.build(package)),
-            facts=repo.document_facts(package),
+            [
+                repo.Submission(
+                    package.sender or "",
+                    package.document_id,
+                    "c" * 64,
+                    len(edxml.build(package)),
+                    repo.document_facts(package),
+                )
+            ],
         )
     async with store.sessions() as session:
         row = (

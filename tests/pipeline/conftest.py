@@ -13,14 +13,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
 from backbone import access, localnode, signing, topology
 from backbone.config import Settings
 from backbone.mgmt import Management
-from backbone.provisioning import Provisioner
+from backbone.provisioning import Provisioner, vhost_url
 from backbone.registry import Registry
 from backbone.workers import tracker as tracking
 from backbone.workers.validator import Validator, build
@@ -39,10 +38,7 @@ class Broker:
     node: localnode.LocalNode | None = None
 
     def url(self, vhost: str, user: str = "guest", password: str = "guest") -> str:
-        parts = urlsplit(self.amqp_url)
-        credentials = f"{quote(user, safe='')}:{quote(password, safe='')}"
-        netloc = f"{credentials}@{parts.hostname}:{parts.port or 5672}"
-        return urlunsplit((parts.scheme, netloc, "/" + quote(vhost, safe=""), "", ""))
+        return vhost_url(self.amqp_url, vhost, user, password)
 
 
 @pytest.fixture(scope="session")
