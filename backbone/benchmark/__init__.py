@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from .. import localnode, runtime
+from .. import localnode
 from ..edxml.factory import document_id_for
 from ..mgmt import Management
 from ..signing.pki import KeyType
@@ -153,7 +153,7 @@ def _measure(
             options.database, workdir, options.postgres_url, "backbone_bench"
         ) as database:
             asyncio.run(world.register(database))
-            row, lat = runtime.run(
+            row, lat = asyncio.run(
                 _configuration(
                     options,
                     world,

@@ -12,7 +12,6 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import DeliveryMode
 
-from .. import runtime
 from . import _procs
 
 QUEUE = "bench.baseline"
@@ -79,11 +78,11 @@ async def _produce(url: str, size: int, count: int, out: Any) -> None:
 
 
 def _consumer(url: str, count: int, ready: Any, out: Any) -> None:
-    runtime.run(_consume(url, count, ready, out))
+    asyncio.run(_consume(url, count, ready, out))
 
 
 def _producer(url: str, size: int, count: int, out: Any) -> None:
-    runtime.run(_produce(url, size, count, out))
+    asyncio.run(_produce(url, size, count, out))
 
 
 def run(

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import runtime, signing, topology
+from .. import signing, topology
 from ..client import AsyncGateway, Delivery
 
 Arrivals = dict[tuple[str, str], float]  # (DocumentId, recipient) -> monotonic seconds
@@ -66,7 +66,7 @@ async def _serve(
 def _main(
     agencies: dict[str, tuple[str, str, str]], prefetch: int, ready: Any, stop: Any, out: Any
 ) -> None:
-    out.put(runtime.run(_serve(agencies, prefetch, ready, stop)))
+    out.put(asyncio.run(_serve(agencies, prefetch, ready, stop)))
 
 
 @dataclass

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import typer
 
-from .. import edxml, runtime, signing, topology
+from .. import edxml, signing, topology
 from ..client import AsyncGateway, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
@@ -194,7 +194,7 @@ def run_tracker(
     """Record lifecycle events and forward statuses until SIGTERM."""
     from ..workers.tracker import serve
 
-    runtime.run(serve(_workers_settings(), prefetch))
+    asyncio.run(serve(_workers_settings(), prefetch))
 
 
 @run_app.command("all")

@@ -37,7 +37,7 @@ from aio_pika.exceptions import AMQPError
 from lxml import etree
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import edxml, runtime, signing, topology
+from .. import edxml, signing, topology
 from ..agency import AgencyCode
 from ..config import Settings
 from ..edxml.rules import TIMESTAMP_FORMAT
@@ -498,7 +498,7 @@ def run_processes(
     for child in children:
         child.start()
     try:
-        runtime.run(serve(settings, prefetch, with_tracker))
+        asyncio.run(serve(settings, prefetch, with_tracker))
     finally:
         for child in children:
             if child.is_alive():
@@ -511,7 +511,7 @@ def _child(values: dict[str, object], prefetch: int) -> None:
 
     settings = Settings.model_validate(values)
     configure("json", settings.log_level)
-    runtime.run(serve(settings, prefetch))
+    asyncio.run(serve(settings, prefetch))
 
 
 __all__ = ["Check", "Rejection", "Validator", "build", "run_processes", "serve"]
