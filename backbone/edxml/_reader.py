@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from ..errors import ErrorCode, InvalidPackage, Issue
 from .limits import Limits
 from .models import (
+    DSIG_NAMESPACE,
     NAMESPACE,
     AtLeast,
     Attachment,
@@ -34,6 +35,7 @@ from .models import (
 )
 
 _NS = f"{{{NAMESPACE}}}"
+_DS_SIGNATURE = f"{{{DSIG_NAMESPACE}}}Signature"
 ENVELOPE = "/edXML/edXMLEnvelope"
 HEADER = f"{ENVELOPE}/edXMLHeader"
 MESSAGE_HEADER = f"{HEADER}/MessageHeader"
@@ -104,12 +106,39 @@ def _local(element: etree._Element) -> str:
 
 
 def _children(element: etree._Element) -> dict[str, list[etree._Element]]:
-    """Element children grouped by local name (the schema has put them all in our namespace)."""
+    """Element children grouped by tag: the local name for ours, ``{uri}name`` for any
+    other namespace, so ``ds:XXXXXTraceHeaderList`` is never read as TraceHeaderList."""
     groups: dict[str, list[etree._Element]] = {}
-    cut = len(_NS)
     for child in element.iterchildren(etree.Element):
-        groups.setdefault(str(child.tag)[cut:], []).append(child)
+        tag = str(child.tag)
+        groups.setdefault(tag[len(_NS) :] if tag.startswith(_NS) else tag, []).append(child)
     return groups
+
+
+def _check_header(header: dict[str, list[etree._Element]]) -> None:
+    """edXMLHeader holds, besides its own elements, one Signature and nothing else: an
+    XML-DSig one, or the namespace-less one some SDK demos write (the signing layer
+    refuses that as unsigned). The schema admits any XML-DSig element there."""
+    signatures = [*header.pop("Signature", ()), *header.pop(_DS_SIGNATURE, ())]
+    if len(signatures) > 1:
+        raise InvalidPackage(
+            Issue.of(
+                ErrorCode.TOO_MANY,
+                f"{HEADER}/Signature",
+                f"edXMLHeader holds one Signature, found {len(signatures)}",
+            )
+        )
+    for tag in header:
+        if tag.startswith("{"):
+            uri, _, local = tag[1:].partition("}")
+            raise InvalidPackage(
+                Issue.of(
+                    ErrorCode.UNEXPECTED,
+                    f"{HEADER}/{local}",
+                    f"{local} (namespace {uri}) does not belong in edXMLHeader: "
+                    "only one XML-DSig Signature does",
+                )
+            )
 
 
 def _text(element: etree._Element) -> str | None:
@@ -140,6 +169,7 @@ class Reader:
         envelope = groups["edXMLEnvelope"][0]
         parts = _children(envelope)
         header = _children(parts["edXMLHeader"][0])
+        _check_header(header)
         message_header = header["MessageHeader"][0]
         trace_elements = header.get("TraceHeaderList", ())
         trace = self.record(TraceHeaderList, trace_elements[0], TRACE) if trace_elements else None

@@ -8,6 +8,7 @@ all is refused: edXML has no use for one, and refusing it closes the entity atta
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
 from functools import cache
@@ -27,6 +28,19 @@ _ROOT_TAG = f"{{{NAMESPACE}}}edXML"
 _MAX_SCHEMA_ISSUES = 20
 
 _BOM = b"\xef\xbb\xbf"
+_WIDE_BOMS = (  # UTF-32 first: its little-endian mark begins with UTF-16's
+    (b"\xff\xfe\x00\x00", "UTF-32LE"),
+    (b"\x00\x00\xfe\xff", "UTF-32BE"),
+    (b"\xff\xfe", "UTF-16LE"),
+    (b"\xfe\xff", "UTF-16BE"),
+)
+_WIDE_STARTS = {b"\x00\x00\x00<", b"<\x00\x00\x00", b"\x00<\x00?", b"<\x00?\x00"}
+_DECLARED_ENCODING = re.compile(
+    rb"(?:\xef\xbb\xbf)?<\?xml[ \t\r\n][^>]*?encoding[ \t\r\n]*=[ \t\r\n]*[\"']([^\"'>]*)[\"']"
+)
+_XMLNS = re.compile(rb"xmlns(?::[^ \t\r\n=/>]+)?[ \t\r\n]*=")
+_TAG_NAME = re.compile(rb"[^ \t\r\n/>]+")
+_UTF8_CHUNK = 1024 * 1024
 _SPACE = re.compile(rb"[ \t\r\n]*")
 _POSITION = re.compile(r", line \d+, column \d+$")
 _local = threading.local()
@@ -62,7 +76,12 @@ def parser_for(size: int, keep_comments: bool = False) -> etree.XMLParser:
 
 
 def parse_untrusted(data: bytes, limits: Limits, *, keep_comments: bool = False) -> etree._Element:
-    """Parse ``data`` into the edXML root element, or raise a PackageError."""
+    """Parse ``data`` into the edXML root element, or raise a PackageError.
+
+    Everything that can be refused on the bytes is, before the parser builds anything:
+    size, encoding, the number of tags and of namespace declarations, a DOCTYPE. Each
+    of these costs one pass in C over the bytes (the UTF-8 check a pass in chunks).
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TypeError(f"a package is bytes, not {type(data).__name__}")
     size = len(data)
@@ -77,7 +96,11 @@ def parse_untrusted(data: bytes, limits: Limits, *, keep_comments: bool = False)
     if size == 0:
         raise MalformedPackage(Issue.of(ErrorCode.MALFORMED, "", "the package is empty"))
     data = bytes(data)
-    if _doctype_in_prolog(data):
+    _check_wide_encoding(data)
+    _check_markup(data, limits)
+    _check_namespaces(data, limits)
+    _check_utf8(data)
+    if data.startswith(b"<!DOCTYPE", _prolog_end(data)):
         raise _dtd_forbidden()
     try:
         root = etree.fromstring(data, parser_for(size, keep_comments))
@@ -86,11 +109,6 @@ def parse_untrusted(data: bytes, limits: Limits, *, keep_comments: bool = False)
     docinfo = root.getroottree().docinfo
     if docinfo.internalDTD is not None or docinfo.doctype:
         raise _dtd_forbidden()  # the prolog check missed it; the parser resolved nothing
-    encoding = (docinfo.encoding or "UTF-8").upper()
-    if encoding not in ("UTF-8", "UTF8"):
-        raise UnsafePackage(
-            Issue.of(ErrorCode.NOT_UTF8, "", "edXML packages must be encoded in UTF-8", encoding)
-        )
     if root.tag != _ROOT_TAG:
         raise MalformedPackage(
             Issue.of(
@@ -103,9 +121,103 @@ def parse_untrusted(data: bytes, limits: Limits, *, keep_comments: bool = False)
     return root
 
 
-def _doctype_in_prolog(data: bytes) -> bool:
-    """Whether a DOCTYPE stands in the prolog (after a BOM, declaration, comments, PIs and
-    whitespace), the only place one can be: refused there, the parser never sees it."""
+def _not_utf8(
+    message: str, value: str | None = None, at: int | None = None, data: bytes = b""
+) -> UnsafePackage:
+    line, column = _position(data, at) if at is not None else (None, None)
+    return UnsafePackage(
+        Issue.of(
+            ErrorCode.NOT_UTF8, "", f"edXML packages are UTF-8: {message}", value, line, column
+        )
+    )
+
+
+def _position(data: bytes, at: int) -> tuple[int, int]:
+    """Line and column (1-based, in bytes) of offset ``at``."""
+    return data.count(b"\n", 0, at) + 1, at - (data.rfind(b"\n", 0, at) + 1) + 1
+
+
+def _check_wide_encoding(data: bytes) -> None:
+    """Refuse UTF-16 and UTF-32 by their byte-order marks, or by how ``<`` starts them
+    without one (XML 1.0 appendix F): the parser would read them without complaint."""
+    for mark, name in _WIDE_BOMS:
+        if data.startswith(mark):
+            raise _not_utf8(f"it starts with a {name} byte-order mark", name)
+    if data[:4] in _WIDE_STARTS:
+        raise _not_utf8("it is UTF-16 or UTF-32 text (NUL bytes around '<')", at=0, data=data)
+
+
+def _check_utf8(data: bytes) -> None:
+    """The bytes are strict UTF-8 and any encoding declaration says so: a declared
+    ISO-8859-1 or windows-1258 would make the parser reinterpret them."""
+    declared = _DECLARED_ENCODING.match(data)
+    if declared is not None and declared[1].upper() not in (b"UTF-8", b"UTF8"):
+        encoding = declared[1].decode("ascii", "replace")
+        raise _not_utf8(f"the XML declaration says encoding={encoding!r}", encoding, 0, data)
+    view = memoryview(data)
+    start = 0
+    while start < len(data):
+        end = min(start + _UTF8_CHUNK, len(data))
+        while end < len(data) and end > start and data[end] & 0xC0 == 0x80:
+            end -= 1  # never split a character: cut before its continuation bytes
+        try:
+            str(view[start:end], "utf-8")
+        except UnicodeDecodeError as exc:
+            at = start + exc.start
+            raise _not_utf8(
+                f"invalid UTF-8 byte 0x{data[at]:02X} ({exc.reason})", None, at, data
+            ) from None
+        start = end
+
+
+def _check_markup(data: bytes, limits: Limits) -> None:
+    """Bound the elements before the tree exists: every element needs at least one ``<``."""
+    markup = data.count(b"<")
+    if markup > limits.max_markup:
+        raise UnsafePackage(
+            Issue.of(
+                ErrorCode.TOO_LARGE,
+                "",
+                f"the package has {markup} tags (counted as '<'), over the limit of "
+                f"{limits.max_markup}",
+            )
+        )
+
+
+def _check_namespaces(data: bytes, limits: Limits) -> None:
+    """Bound the namespace declarations (so the namespaces in scope at any element).
+
+    ``xmlns`` counted in C is an upper bound; only past the limit are declarations
+    told apart from text that happens to contain the word, and the search stops at the
+    first one over the limit: it names that start tag and its line.
+    """
+    limit = limits.max_namespace_declarations
+    if data.count(b"xmlns") <= limit:
+        return
+    over = next(itertools.islice(_XMLNS.finditer(data), limit, None), None)
+    if over is None:
+        return
+    tag_at = data.rfind(b"<", 0, over.start())
+    name = _TAG_NAME.match(data, tag_at + 1) if tag_at >= 0 else None
+    qname = name[0].decode("utf-8", "replace") if name else ""
+    local = qname.rpartition(":")[2]
+    line, column = _position(data, over.start())
+    raise UnsafePackage(
+        Issue.of(
+            ErrorCode.TOO_LARGE,
+            f"/{local}" if tag_at == _prolog_end(data) else "",
+            f"more than {limit} namespace declarations (xmlns) in the package; the one over "
+            f"the limit is in the start tag <{qname}>",
+            qname,
+            line,
+            column,
+        )
+    )
+
+
+def _prolog_end(data: bytes) -> int:
+    """Where the prolog (a BOM, the declaration, comments, PIs, whitespace) ends: a
+    DOCTYPE can stand only there, and the root element starts there."""
     at = len(_BOM) if data.startswith(_BOM) else 0
     while True:
         match = _SPACE.match(data, at)
@@ -115,9 +227,9 @@ def _doctype_in_prolog(data: bytes) -> bool:
         elif data.startswith(b"<!--", at):
             end = data.find(b"-->", at + 4)
         else:
-            return data.startswith(b"<!DOCTYPE", at)
+            return at
         if end < 0:
-            return False  # unterminated: the parser will call it malformed
+            return len(data)  # unterminated: the parser will call it malformed
         at = end + 2 if data[at + 1 : at + 2] == b"?" else end + 3
 
 

@@ -1,14 +1,16 @@
 """Enveloped XML-DSig over whole edXML packages: signing, and verifying untrusted ones.
 
-Signing is signxml's. Verifying runs our strict checks first (exactly one signature, in
-``edXMLHeader``, one Reference with ``URI=""``, known and strong algorithms, a readable
-certificate that chains to a trust anchor), then the cryptography, by one of two engines:
+Signing builds the signature the fast engine checks. Verifying runs our strict checks
+first (exactly one signature, last in ``edXMLHeader``, holding nothing but SignedInfo,
+SignatureValue and KeyInfo/X509Data, one Reference with ``URI=""``, known and strong
+algorithms, a readable certificate that chains to a trust anchor), then the
+cryptography, by one of two engines:
 
 - ``fast``: for the profile the backbone writes and the national axis SDK writes
   (exclusive C14N for SignedInfo and the reference, transforms enveloped-signature then
-  exclusive C14N, no KeyValue): lxml's canonicaliser, hashlib and cryptography, on the
-  tree we already parsed. It is differentially tested against signxml and xmlsec1.
-- ``signxml``: everything else (inclusive C14N, a KeyValue to compare, legacy packages).
+  exclusive C14N): lxml's canonicaliser, hashlib and cryptography, on the tree we
+  already parsed. It is differentially tested against signxml and xmlsec1.
+- ``signxml``: everything else (inclusive C14N, legacy packages).
 
 Either way the package model is read from the tree the signature covers, never from
 the raw input: the fast engine reads the very tree whose canonical form it digested,
@@ -63,6 +65,13 @@ ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _INCLUSIVE_NAMESPACES = f"{{{EXC_C14N}}}InclusiveNamespaces"
 _CERTIFICATE_CACHE = 4096
+_SIGNATURE_CHILDREN: dict[str, int | None] = {"SignedInfo": 1, "SignatureValue": 1, "KeyInfo": 1}
+_X509_CHILDREN: dict[str, int | None] = {
+    "X509Certificate": None,
+    "X509SubjectName": None,
+    "X509IssuerSerial": None,
+    "X509SKI": None,
+}
 C14N_ALGORITHMS = {m.value for m in CanonicalizationMethod}
 
 _SHA1_SIGNATURES = {SignatureMethod.RSA_SHA1.value, SignatureMethod.ECDSA_SHA1.value}
@@ -117,7 +126,6 @@ class _SignedInfo:
     certificates: tuple[x509.Certificate, ...]
     certificate_key: tuple[str, ...]
     inclusive_prefixes: bool
-    has_key_value: bool
 
     @property
     def fast(self) -> bool:
@@ -127,7 +135,6 @@ class _SignedInfo:
             and self.signature_method in _STRONG_SIGNATURES
             and self.digest_method in _DIGESTS
             and not self.inclusive_prefixes
-            and not self.has_key_value
         )
 
 
@@ -251,6 +258,7 @@ class Verifier:
         return signature
 
     def _signed_info(self, signature: etree._Element) -> _SignedInfo:
+        _check_signature_content(signature)
         _check_signature_schema(signature)
         signed_info = signature.find(_DS + "SignedInfo")
         if signed_info is None:
@@ -309,7 +317,6 @@ class Verifier:
             certificates=self._certificates(texts, raw_certificates),
             certificate_key=texts,
             inclusive_prefixes=any(True for _ in signed_info.iter(_INCLUSIVE_NAMESPACES)),
-            has_key_value=key_info is not None and len(key_info.findall(_DS + "KeyValue")) > 0,
         )
 
     def _certificates(
@@ -436,6 +443,45 @@ def wrong_agency(verified: Verified) -> SignatureError:
             verified.package.sender or "",
         )
     )
+
+
+def _check_signature_content(signature: etree._Element) -> None:
+    """Only SignedInfo, SignatureValue and KeyInfo/X509Data inside the Signature.
+
+    The enveloped transform takes the whole Signature out of the digest, so anything
+    else in it (a ds:Object holding a forged MessageHeader) is unsigned content that a
+    recipient's reader might take for the package's own.
+    """
+    _allow_children(signature, _SIGNATURE_CHILDREN, SIGNATURE_PATH)
+    key_info = signature.find(_DS + "KeyInfo")
+    if key_info is not None:
+        path = f"{SIGNATURE_PATH}/KeyInfo"
+        _allow_children(key_info, {"X509Data": 1}, path)
+        x509_data = key_info.find(_DS + "X509Data")
+        if x509_data is not None:
+            _allow_children(x509_data, _X509_CHILDREN, f"{path}/X509Data")
+
+
+def _allow_children(element: etree._Element, allowed: dict[str, int | None], path: str) -> None:
+    """Every child element is an XML-DSig one named in ``allowed``, at most that often
+    (None: any number); comments and processing instructions are not content."""
+    counts: dict[str, int] = {}
+    for child in element.iterchildren(etree.Element):
+        tag = str(child.tag)
+        local = tag[len(_DS) :] if tag.startswith(_DS) else None
+        if local is None or local not in allowed:
+            shown = local or tag
+            raise _malformed(
+                f"{shown} does not belong in {path.rsplit('/', 1)[-1]}: a Signature holds "
+                "only SignedInfo, SignatureValue and KeyInfo/X509Data",
+                path=f"{path}/{shown}",
+            )
+        counts[local] = counts.get(local, 0) + 1
+        most = allowed[local]
+        if most is not None and counts[local] > most:
+            raise _malformed(
+                f"{local} may occur once in {path.rsplit('/', 1)[-1]}", path=f"{path}/{local}"
+            )
 
 
 def _check_signature_schema(signature: etree._Element) -> None:
