@@ -14,14 +14,20 @@ from typing import Final
 
 __all__ = ["AgencyCode", "AgencyCodeError", "PatternError", "topic_matches", "validate_pattern"]
 
+# ASCII only, spelled out: ``\d`` would take full-width and other Unicode digits
+# (``０００.００.００.H４１``), which no broker name or routing key should carry.
 _PART_SHAPES: Final = (
-    ("level-4 part (LLL)", re.compile(r"\d{3}"), "three digits"),
-    ("level-3 part (KK)", re.compile(r"\d{2}"), "two digits"),
-    ("level-2 part (MM)", re.compile(r"\d{2}"), "two digits"),
-    ("level-1 part (XNN)", re.compile(r"[A-Z]\d{2}"), "an upper-case letter and two digits"),
+    ("level-4 part (LLL)", re.compile(r"[0-9]{3}"), "three digits 0-9"),
+    ("level-3 part (KK)", re.compile(r"[0-9]{2}"), "two digits 0-9"),
+    ("level-2 part (MM)", re.compile(r"[0-9]{2}"), "two digits 0-9"),
+    (
+        "level-1 part (XNN)",
+        re.compile(r"[A-Z][0-9]{2}"),
+        "an upper-case letter A-Z and two digits 0-9",
+    ),
 )
 _ZERO_PARTS: Final = ("000", "00", "00")
-_FULL: Final = re.compile(r"\d{3}\.\d{2}\.\d{2}\.[A-Z]\d{2}")
+_FULL: Final = re.compile(r"[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}")
 
 
 class AgencyCodeError(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..agency import AgencyCode, AgencyCodeError
 from ..errors import ErrorCode, InvalidPackage, Issue
@@ -24,6 +24,10 @@ from .models import (
 
 DATE_FORMAT = "%Y/%m/%d"
 TIMESTAMP_FORMAT = "%Y/%m/%d %H:%M:%S"
+FIRST_YEAR = 1945
+"""No date in a package is earlier: the state, and its documents, begin in 1945."""
+YEARS_AHEAD = 10
+"""No date in a package is later than this many years after the current one."""
 STATUS_CODES = {
     "01": "arrived",
     "02": "refused",
@@ -70,10 +74,19 @@ def _agency(path: str, value: str | None, required: bool = True) -> Iterator[Iss
 
 
 def _date(path: str, value: str | None, fmt: str = DATE_FORMAT) -> Iterator[Issue]:
+    """A date (or timestamp) in ``fmt``, in ASCII digits, in the years
+    :data:`FIRST_YEAR` to this year plus :data:`YEARS_AHEAD`.
+
+    strptime alone takes full-width digits and any year up to 9999, and the deadlines
+    computed from a PromulgationDate of 9999/12/31 overflow; no document of this
+    exchange was promulgated before the state's founding or is due decades ahead.
+    """
     if value is None:
         return
     try:
-        datetime.strptime(value, fmt)
+        if not value.isascii():
+            raise ValueError("not ASCII")
+        parsed = datetime.strptime(value, fmt)
     except ValueError:
         if fmt == DATE_FORMAT:
             yield Issue.of(ErrorCode.BAD_DATE, path, "expected a date as yyyy/MM/dd", value)
@@ -81,6 +94,16 @@ def _date(path: str, value: str | None, fmt: str = DATE_FORMAT) -> Iterator[Issu
             yield Issue.of(
                 ErrorCode.BAD_TIMESTAMP, path, "expected a time as yyyy/MM/dd HH:mm:ss", value
             )
+        return
+    last = datetime.now(UTC).year + YEARS_AHEAD
+    if not FIRST_YEAR <= parsed.year <= last:
+        code = ErrorCode.BAD_DATE if fmt == DATE_FORMAT else ErrorCode.BAD_TIMESTAMP
+        yield Issue.of(
+            code,
+            path,
+            f"the year {parsed.year} is implausible: expected {FIRST_YEAR} to {last}",
+            value,
+        )
 
 
 def _code(path: str, value: str | None, allowed: set[str], what: str) -> Iterator[Issue]:

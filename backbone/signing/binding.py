@@ -43,7 +43,9 @@ class SubjectBinding:
 
     def __init__(self, attribute: str = "UID") -> None:
         self.oid = attribute_oid(attribute)
-        self._values: dict[str, frozenset[str | bytes]] = {}  # by fingerprint
+        # by fingerprint, of trusted certificates only; thread-safe without a lock: one
+        # get and one set, and any thread computes the same value
+        self._values: dict[str, frozenset[str | bytes]] = {}
 
     def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool:
         values = self._values.get(fingerprint)

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ from signxml.algorithms import (
 )
 from signxml.exceptions import InvalidDigest, SignXMLException
 from signxml.exceptions import InvalidSignature as SignXMLInvalidSignature
+from signxml.processor import get_schema
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
 from .. import edxml
@@ -65,6 +68,7 @@ ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
 EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _INCLUSIVE_NAMESPACES = f"{{{EXC_C14N}}}InclusiveNamespaces"
 _CERTIFICATE_CACHE = 4096
+_local = threading.local()
 _SIGNATURE_CHILDREN: dict[str, int | None] = {"SignedInfo": 1, "SignatureValue": 1, "KeyInfo": 1}
 _X509_CHILDREN: dict[str, int | None] = {
     "X509Certificate": None,
@@ -165,6 +169,10 @@ class Verifier:
 
     With ``binding=None`` the caller checks the binding itself (the validator asks the
     registry, which is asynchronous) and refuses with :func:`wrong_agency`.
+
+    Thread-safe: one Verifier may verify in several threads at once (the validator runs
+    the CPU-heavy checks off its event loop). Its cache is locked; lxml parsers and
+    schema validators are per thread; each call works on its own tree.
     """
 
     def __init__(
@@ -182,6 +190,7 @@ class Verifier:
         self.limits = limits
         self.engine = engine
         self._parsed: OrderedDict[tuple[str, ...], tuple[x509.Certificate, ...]] = OrderedDict()
+        self._parsed_lock = threading.Lock()  # the validator verifies in worker threads
 
     def verify(
         self,
@@ -200,7 +209,10 @@ class Verifier:
             parse_untrusted(data, self.limits, keep_comments=True) if parsed is None else parsed[0]
         )
         signature = self._locate(root)
-        info = self._signed_info(signature)
+        # Checked and canonicalised on a copy: it carries only the namespaces it uses,
+        # while in the tree every subtree operation pays for every namespace in scope.
+        # Exclusive C14N (the fast engine's) gives the same bytes either way.
+        info = self._signed_info(copy.deepcopy(signature))
         chain = self.trust.validate(info.certificates, info.certificate_key)
         engine: Engine = "fast" if self.engine == "fast" and info.fast else "signxml"
         if engine == "fast":
@@ -323,7 +335,8 @@ class Verifier:
         self, texts: tuple[str, ...], elements: Sequence[etree._Element]
     ) -> tuple[x509.Certificate, ...]:
         """The certificates of X509Data, signer first; remembered by their base64 text."""
-        cached = self._parsed.get(texts)
+        with self._parsed_lock:
+            cached = self._parsed.get(texts)
         if cached is not None:
             return cached
         certificates = []
@@ -337,9 +350,10 @@ class Verifier:
                     element.text,
                 ) from None
         ordered = _signer_first(certificates)
-        self._parsed[texts] = ordered
-        if len(self._parsed) > _CERTIFICATE_CACHE:
-            self._parsed.popitem(last=False)
+        with self._parsed_lock:
+            self._parsed[texts] = ordered
+            if len(self._parsed) > _CERTIFICATE_CACHE:
+                self._parsed.popitem(last=False)
         return ordered
 
     def _verify_fast(
@@ -405,7 +419,7 @@ class Verifier:
             signature_methods=strong,
             digest_algorithms=digests,
         )
-        verifier = XMLVerifier()
+        verifier = _Verifier()
         # signxml re-parses what it canonicalises; give it our safe parser, which also
         # copes with attachments past libxml2's 10 MB text-node limit.
         verifier._parser = parser_for(size, keep_comments=True)  # type: ignore[assignment]
@@ -484,11 +498,28 @@ def _allow_children(element: etree._Element, allowed: dict[str, int | None], pat
             )
 
 
+class _Verifier(XMLVerifier):
+    """signxml's verifier on this thread's copies of the XML-DSig schema."""
+
+    @classmethod
+    def schemas(cls) -> list[etree.XMLSchema]:
+        return _signature_schemas()
+
+
+def _signature_schemas() -> list[etree.XMLSchema]:
+    """signxml's XML-DSig schemas, one set per thread: an lxml validator keeps the error
+    log of its last run, so threads must not share one (signxml shares a class-wide set)."""
+    schemas: list[etree.XMLSchema] | None = getattr(_local, "schemas", None)
+    if schemas is None:
+        schemas = [get_schema(name) for name in XMLVerifier.schema_files]
+        _local.schemas = schemas
+    return schemas
+
+
 def _check_signature_schema(signature: etree._Element) -> None:
     """The Signature must follow the XML-DSig schema (signxml's copy), as signxml requires."""
     errors = ""
-    schemas: list[etree.XMLSchema] = XMLVerifier.schemas()  # type: ignore[no-untyped-call]
-    for schema in schemas:
+    for schema in _signature_schemas():
         if schema.validate(signature):
             return
         last = getattr(schema.error_log, "last_error", None)

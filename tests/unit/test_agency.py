@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from backbone.agency import AgencyCode, AgencyCodeError, PatternError, topic_matches
 
-level4 = st.from_regex(r"\A\d{3}\Z")
-level3 = st.from_regex(r"\A\d{2}\Z")
-level2 = st.from_regex(r"\A\d{2}\Z")
-level1 = st.from_regex(r"\A[A-Z]\d{2}\Z")
+level4 = st.from_regex(r"\A[0-9]{3}\Z")
+level3 = st.from_regex(r"\A[0-9]{2}\Z")
+level2 = st.from_regex(r"\A[0-9]{2}\Z")
+level1 = st.from_regex(r"\A[A-Z][0-9]{2}\Z")
 codes = st.builds(lambda a, b, c, d: AgencyCode(f"{a}.{b}.{c}.{d}"), level4, level3, level2, level1)
 
 
@@ -57,6 +57,11 @@ def test_parent_chain_skips_a_zero_level() -> None:
         ("000.0A.00.H41", "level-3 part"),
         ("000.00.150.H41", "level-2 part"),
         ("000.00.00.H41.1", "found 5"),
+        # ASCII only: Unicode digits and letters that \d or isdigit() would take
+        ("\uff10\uff10\uff10.\uff10\uff10.\uff10\uff10.H\uff14\uff11", "level-4 part"),
+        ("000.00.00.H\u0664\u0661", "level-1 part"),
+        ("000.\u0966\u0966.00.H41", "level-3 part"),
+        ("000.00.00.\uff2841", "level-1 part"),
     ],
 )
 def test_bad_identifiers_name_value_and_fault(text: str, reason: str) -> None:
@@ -95,7 +100,19 @@ def test_binding_patterns(pattern: str, code: str, expected: bool) -> None:
     assert AgencyCode(code).matches(pattern) is expected
 
 
-@pytest.mark.parametrize("pattern", ["", "*.*.H41", "*.*.*.h41", "a.#", "*.*.*.*.*", "*..*.H41"])
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "",
+        "*.*.H41",
+        "*.*.*.h41",
+        "a.#",
+        "*.*.*.*.*",
+        "*..*.H41",
+        "*.*.*.H\uff14\uff11",
+        "\uff10\uff10.#",
+    ],
+)
 def test_bad_patterns_are_refused(pattern: str) -> None:
     with pytest.raises(PatternError):
         AgencyCode("000.00.00.H41").matches(pattern)
