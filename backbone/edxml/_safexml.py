@@ -158,8 +158,10 @@ def _check_utf8(data: bytes) -> None:
     start = 0
     while start < len(data):
         end = min(start + _UTF8_CHUNK, len(data))
-        while end < len(data) and end > start and data[end] & 0xC0 == 0x80:
-            end -= 1  # never split a character: cut before its continuation bytes
+        for _ in range(3):  # never split a character: cut before its continuation bytes
+            if end == len(data) or data[end] & 0xC0 != 0x80:
+                break
+            end -= 1
         try:
             str(view[start:end], "utf-8")
         except UnicodeDecodeError as exc:

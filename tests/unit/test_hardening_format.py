@@ -375,3 +375,11 @@ def test_a_signature_whose_prefix_is_declared_on_the_root_verifies(
         b"<edXML:edXML", b"<edXML:edXML" + declaration, 1
     )
     assert verifier.verify(moved).package == verifier.verify(signed).package
+
+
+def test_a_megabyte_of_continuation_bytes_is_refused_not_looped_on() -> None:
+    data = b"<edXML>" + b"\x80" * (3 * 1024 * 1024) + b"</edXML>"
+    with pytest.raises(UnsafePackage) as caught:
+        edxml.parse(data)
+    assert caught.value.code == ErrorCode.NOT_UTF8
+    assert caught.value.issues[0].column == 8
