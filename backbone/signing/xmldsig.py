@@ -70,8 +70,9 @@ _INCLUSIVE_NAMESPACES = f"{{{EXC_C14N}}}InclusiveNamespaces"
 _CERTIFICATE_CACHE = 4096
 _local = threading.local()
 _SIGNATURE_CHILDREN: dict[str, int | None] = {"SignedInfo": 1, "SignatureValue": 1, "KeyInfo": 1}
+_MAX_CERTIFICATES = 10  # the signer and its chain; more only feeds chain building
 _X509_CHILDREN: dict[str, int | None] = {
-    "X509Certificate": None,
+    "X509Certificate": _MAX_CERTIFICATES,
     "X509SubjectName": None,
     "X509IssuerSerial": None,
     "X509SKI": None,
@@ -494,7 +495,10 @@ def _allow_children(element: etree._Element, allowed: dict[str, int | None], pat
         most = allowed[local]
         if most is not None and counts[local] > most:
             raise _malformed(
-                f"{local} may occur once in {path.rsplit('/', 1)[-1]}", path=f"{path}/{local}"
+                f"{local} may occur at most {most} times in {path.rsplit('/', 1)[-1]}"
+                if most > 1
+                else f"{local} may occur once in {path.rsplit('/', 1)[-1]}",
+                path=f"{path}/{local}",
             )
 
 

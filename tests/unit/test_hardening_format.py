@@ -383,3 +383,19 @@ def test_a_megabyte_of_continuation_bytes_is_refused_not_looped_on() -> None:
         edxml.parse(data)
     assert caught.value.code == ErrorCode.NOT_UTF8
     assert caught.value.issues[0].column == 8
+
+
+def test_more_than_ten_certificates_are_refused_before_chain_building(
+    verifier: signing.Verifier, signers: dict[str, Signer]
+) -> None:
+    root = etree.fromstring(_signed(signers))
+    x509_data = root.find(f".//{DS}Signature/{DS}KeyInfo/{DS}X509Data")
+    assert x509_data is not None
+    certificate = x509_data[0]
+    for _ in range(10):
+        x509_data.append(etree.fromstring(etree.tostring(certificate)))
+    with pytest.raises(SignatureError) as caught:
+        verifier.verify(etree.tostring(root))
+    assert caught.value.code == ErrorCode.MALFORMED_SIGNATURE
+    assert caught.value.path == f"{HEADER}/Signature/KeyInfo/X509Data/X509Certificate"
+    assert "at most 10" in caught.value.message
