@@ -210,6 +210,7 @@ class Verifier:
             parse_untrusted(data, self.limits, keep_comments=True) if parsed is None else parsed[0]
         )
         signature = self._locate(root)
+        _check_signature_content(signature)  # before copying: nothing unsigned is copied
         # Checked and canonicalised on a copy: it carries only the namespaces it uses,
         # while in the tree every subtree operation pays for every namespace in scope.
         # Exclusive C14N (the fast engine's) gives the same bytes either way.
@@ -271,7 +272,6 @@ class Verifier:
         return signature
 
     def _signed_info(self, signature: etree._Element) -> _SignedInfo:
-        _check_signature_content(signature)
         _check_signature_schema(signature)
         signed_info = signature.find(_DS + "SignedInfo")
         if signed_info is None:
