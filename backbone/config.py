@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from .edxml.limits import Limits, MiB
 
@@ -43,12 +47,18 @@ class Settings(BaseSettings):
         "optional", description="whether status packages must be signed"
     )
     max_package_bytes: int = Field(32 * MiB, gt=0, description="largest package accepted")
+    max_status_bytes: int = Field(256 * 1024, gt=0, description="largest status accepted")
+    max_recipients: int = Field(100, ge=1, description="most recipients one package may name")
     max_attachment_bytes: int = Field(24 * MiB, gt=0, description="largest decoded attachment")
     trust_bundle: Path | None = Field(
         None, description="PEM file of trust anchors for package signatures (no web roots)"
     )
-    crl_files: list[Path] = Field(
-        default_factory=list, description="CRL files, as a JSON list in the environment"
+    crl_files: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="CRL files: one path, a comma-separated list, or a JSON list",
+    )
+    crl_refresh_seconds: float = Field(
+        5.0, ge=0, description="how often a validator looks whether a CRL file changed"
     )
     allow_sha1: bool = Field(False, description="accept legacy RSA-SHA1 / SHA-1 signatures")
     cert_agency_attribute: str = Field(
@@ -61,17 +71,69 @@ class Settings(BaseSettings):
         5.0, ge=0, description="seconds a worker trusts a cached registry answer"
     )
     timezone: str = Field("Asia/Ho_Chi_Minh", description="where reports count days and noons")
-    holidays: list[date] = Field(
-        default_factory=list, description="public holidays, a JSON list of dates, for Decision 28"
+    holidays: Annotated[list[date], NoDecode] = Field(
+        default_factory=list,
+        description="public holidays for Decision 28: YYYY-MM-DD, comma-separated or a JSON list",
     )
     stuck_after_hours: float = Field(
         72.0, gt=0, description="a delivery not final after this long is reported as stuck"
     )
     pki_dir: Path = Field(Path("pki"), description="the development PKI's directory")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="DEBUG, INFO, WARNING or ERROR (any case)"
+    )
     log_format: Literal["json", "console"] | None = Field(
         None, description="json for services, console for the CLI when unset"
     )
+
+    @field_validator("crl_files", "holidays", mode="before")
+    @classmethod
+    def _list(cls, value: Any) -> Any:
+        """A JSON list, or plain text: one item or several separated by commas."""
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not a JSON list ({exc.msg})") from None
+        return [item.strip() for item in text.split(",") if item.strip()]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not a time zone (e.g. Asia/Ho_Chi_Minh)") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("not a database URL (sqlite:///FILE or postgresql://...)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ValueError(f"{url.get_backend_name()!r} is not sqlite or postgresql")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp(cls, value: str) -> str:
+        return _url(value, ("amqp", "amqps"))
+
+    @field_validator("mgmt_url")
+    @classmethod
+    def _mgmt(cls, value: str) -> str:
+        return _url(value, ("http", "https"))
 
     @property
     def limits(self) -> Limits:
@@ -95,6 +157,28 @@ class Settings(BaseSettings):
         credentials = f"{mgmt.username or 'guest'}:{mgmt.password or 'guest'}"
         host = f"{amqp.hostname}:{amqp.port}" if amqp.port else str(amqp.hostname)
         return urlunsplit((amqp.scheme, f"{credentials}@{host}", amqp.path, amqp.query, ""))
+
+
+def _url(value: str, schemes: tuple[str, ...]) -> str:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ValueError(f"not an {' or '.join(s + '://' for s in schemes)} URL with a host")
+    return value
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming each malformed BACKBONE_ variable and what is wrong with it
+    (never its value: it may hold a password)."""
+    faults = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = "_".join(str(part) for part in item["loc"][:1]).upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        faults.append(f"BACKBONE_{name}: {message}" if name else message)
+    return "malformed setting " + "; ".join(faults)
 
 
 @cache
