@@ -5,6 +5,8 @@ Shared by the validator and the tracker, so a rejection looks the same whoever r
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -21,6 +23,22 @@ from ..events import Event
 from ..signing.pki import PrivateKey
 
 Signer = tuple[PrivateKey, list[x509.Certificate]]
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(value: str | None, limit: int = 200) -> str | None:
+    """A peer-chosen string made safe for XML, headers and logs: no control characters
+    (NUL included), at most ``limit`` characters."""
+    if value is None:
+        return None
+    return truncate(_UNPRINTABLE.sub("?", value), limit)
+
+
+def derived_id(prefix: str, *parts: str | None) -> str:
+    """A message id derived from peer strings, never built from them: a short string
+    (AMQP allows 255 bytes) whatever they hold."""
+    digest = hashlib.sha256("\x00".join(p or "" for p in parts).encode("utf-8", "replace"))
+    return f"{prefix}:{digest.hexdigest()[:40]}"
 
 
 class Outbox:
@@ -77,10 +95,10 @@ class Outbox:
         self, to: str, document_id: str, check: str, issue: Issue, message_id: str | None
     ) -> None:
         """A status 02 from the backbone in ``to``'s inbox, naming the check and the fault."""
-        description = truncate(f"Rejected by the backbone at check {check}: {issue}", 3900)
+        description = printable(f"Rejected by the backbone at check {check}: {issue}", 3900)
         status = new_status(
             reporter=self.settings.backbone_agency,
-            document=edxml.ResponseFor(organ_id=to, document_id=truncate(document_id, 200)),
+            document=edxml.ResponseFor(organ_id=to, document_id=printable(document_id) or ""),
             status_code="02",
             description=description,
         )
@@ -90,13 +108,13 @@ class Outbox:
             body = signing.sign(status, *self.signer)
         headers = {
             "x-sender": self.settings.backbone_agency,
-            "x-rejected-message-id": message_id or "",
+            "x-rejected-message-id": printable(message_id) or "",
             "x-rejection-check": check,
             "x-rejection-code": issue.code,
-            "x-rejection-path": issue.path,
-            "x-rejection-value": issue.value or "",
+            "x-rejection-path": printable(issue.path, 500) or "",
+            "x-rejection-value": printable(issue.value, 500) or "",
         }
-        await self.deliver(body, to, headers, f"rejection:{message_id}", "status")
+        await self.deliver(body, to, headers, derived_id("rejection", message_id), "status")
 
 
 def load_signer(settings: Settings) -> Signer | None:

@@ -34,7 +34,7 @@ from ..logs import get_logger
 from ..store import Store
 from ..store.models import Delivery, Document
 from ..store.models import Event as EventRow
-from .outbox import Outbox, load_signer
+from .outbox import Outbox, derived_id, load_signer, printable
 
 log = get_logger("backbone.tracker")
 MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
@@ -94,7 +94,7 @@ class Tracker:
             while not (self._stopping.is_set() and not self._pending):
                 items = await self._take()
                 if items:
-                    await self._record(items)
+                    await self._record_isolated(items)
             await queue.cancel(tag)
         finally:
             await connection.close()
@@ -105,7 +105,9 @@ class Tracker:
             event = Event.model_validate_json(message.body)
         except ValidationError as exc:
             log.error(
-                "not an event; quarantined", error=str(exc)[:300], message_id=message.message_id
+                "not an event; quarantined",
+                error=str(exc)[:300],
+                message_id=printable(message.message_id),
             )
             await message.reject(requeue=False)  # dead-lettered to the quarantine
             return
@@ -126,6 +128,29 @@ class Tracker:
         while self._pending and len(items) < self.batch:
             items.append(self._pending.popleft())
         return items
+
+    async def _record_isolated(self, items: list[_Item]) -> None:
+        """Record a batch; if it fails unexpectedly, record its items one by one, and
+        quarantine the one that fails alone: one bad event never stops the tracker."""
+        try:
+            await self._record(items)
+            return
+        except Exception as exc:  # a bug or a hostile value: find the culprit
+            log.error("a batch failed; recording its events one by one", error=repr(exc)[:300])
+        for item in items:
+            try:
+                await self._record([item])
+            except Exception as exc:
+                log.error(
+                    "an event could not be recorded; quarantined",
+                    error=repr(exc)[:300],
+                    event_id=printable(item.event.event_id, 64),
+                    document_id=printable(item.event.document_id),
+                    agency=printable(item.event.recipient, 20),
+                    exc_info=True,
+                )
+                with contextlib.suppress(AMQPError):
+                    await item.message.reject(requeue=False)  # dead-lettered
 
     async def _record(self, items: list[_Item]) -> None:
         pauses = iter(DATABASE_PAUSES)
@@ -378,7 +403,8 @@ def _forward(
         "x-status-code": event.status_code,
         "x-accepted-at": event.recorded_at.isoformat(),
     }
-    return base64.b64decode(event.package or ""), to, headers, f"status:{event.event_id}:{to}"
+    body = base64.b64decode(event.package or "")
+    return body, to, headers, derived_id("status", event.event_id, to)
 
 
 def _transport(

@@ -48,7 +48,7 @@ from ..registry import Registry
 from ..store import Store
 from ..store import repository as repo
 from .acceptances import Acceptances
-from .outbox import Outbox, Signer, load_signer
+from .outbox import Outbox, Signer, load_signer, printable
 
 log = get_logger("backbone.validator")
 TRANSIENT = (SQLAlchemyError, AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -154,7 +154,9 @@ class Validator:
         the message is handed back, so a short outage does not use up its delivery limit;
         an unexpected error is handed back at once, and past the limit it is quarantined.
         """
-        bound = log.bind(message_id=message.message_id, agency=message.routing_key)
+        bound = log.bind(
+            message_id=printable(message.message_id), agency=printable(message.routing_key, 20)
+        )
         for attempt, pause in enumerate((*TRANSIENT_PAUSES, None), start=1):
             try:
                 await self._process(message, bound)
@@ -200,18 +202,23 @@ class Validator:
 
     # --- the checks -----------------------------------------------------------------------
 
-    async def check(self, message: AbstractIncomingMessage) -> Accepted:
-        body = message.body
-        if len(body) > self.limits.max_package_bytes:
+    def _size(self, size: int, status: bool) -> None:
+        """Check 1: statuses have a small limit of their own (they travel in events)."""
+        limit = self.settings.max_status_bytes if status else self.limits.max_package_bytes
+        if size > limit:
+            what = "status" if status else "package"
             raise Rejection(
                 Check.SIZE,
                 _issue(
                     ErrorCode.TOO_LARGE,
                     "",
-                    f"the package is {len(body)} "
-                    f"bytes, over the limit of {self.limits.max_package_bytes}",
+                    f"the {what} is {size} bytes, over the limit of {limit}",
                 ),
             )
+
+    async def check(self, message: AbstractIncomingMessage) -> Accepted:
+        body = message.body
+        self._size(len(body), message.type == "status")
         user = message.user_id
         if not user:
             raise Rejection(
@@ -222,12 +229,37 @@ class Validator:
                     "the message has no user_id property naming the sending principal",
                 ),
             )
-        try:
-            tree, package = edxml.load_tree(body, self.limits)
+        if not await self.registry.may_act_for(user, message.routing_key or ""):
+            # before any parse: an unknown or inactive principal costs one cached lookup
+            raise Rejection(
+                Check.PRINCIPAL,
+                _issue(
+                    "principal-not-allowed",
+                    "",
+                    f"principal {printable(user, 64)!r} is not a registered, active principal "
+                    "that may send as this routing key",
+                    printable(message.routing_key, 64),
+                ),
+            )
+        try:  # CPU-heavy: in a thread, so the loop keeps serving the other messages
+            tree, package = await asyncio.to_thread(edxml.load_tree, body, self.limits)
         except InvalidPackage as exc:
             raise Rejection(Check.STRUCTURE, exc.issues[0]) from None
         except PackageError as exc:
             raise Rejection(Check.PARSE, exc.issues[0]) from None
+        if isinstance(package, edxml.StatusPackage):
+            self._size(len(body), True)  # a status published as another type
+        elif len(package.recipients) > self.settings.max_recipients:
+            raise Rejection(
+                Check.RECIPIENTS,
+                _issue(
+                    "too-many-recipients",
+                    f"{MESSAGE_HEADER}/To",
+                    f"the package names {len(package.recipients)} recipients, over the "
+                    f"limit of {self.settings.max_recipients}",
+                ),
+                package,
+            )
         sender = package.sender or ""
         if sender != message.routing_key:
             raise Rejection(
@@ -298,7 +330,9 @@ class Validator:
         self, body: bytes, tree: etree._Element, package: edxml.Package
     ) -> signing.Verified | None:
         try:
-            verified = self.verifier.verify(body, parsed=(tree, package))
+            verified = await asyncio.to_thread(
+                self.verifier.verify, body, parsed=(tree, package)
+            )
         except SignatureError as exc:
             unsigned_status = (
                 exc.code == ErrorCode.UNSIGNED
@@ -344,7 +378,7 @@ class Validator:
             "backbone_id": accepted.backbone_id,
             "sender": package.sender,
             "document_id": package.document_id,
-            "message_id": message.message_id,
+            "message_id": printable(message.message_id),
         }
         recipients = list(dict.fromkeys(r or "" for r in package.recipients))
         # all in flight at once: the confirms come back together, in publish order
@@ -383,7 +417,7 @@ class Validator:
                 document_id=header.response_for.document_id,
                 status_code=header.status_code,
                 description=header.description,
-                message_id=message.message_id,
+                message_id=printable(message.message_id),
                 staff=header.staff_info.staff if header.staff_info else None,
                 occurred_at=_timestamp(header.timestamp),
                 package=base64.b64encode(message.body).decode("ascii"),
@@ -406,14 +440,14 @@ class Validator:
                 path=issue.path,
                 value=issue.value,
                 description=issue.message,
-                message_id=message.message_id,
+                message_id=printable(message.message_id),
             )
         )
         if not AgencyCode.is_valid(sender):
             return  # no inbox to tell: the event is the record
         await self.outbox.reject(
             sender,
-            document_id or f"message:{message.message_id}",
+            document_id or f"message:{printable(message.message_id)}",
             rejection.check.value,
             issue,
             message.message_id,

@@ -133,7 +133,7 @@ async def assert_never_routed(pipeline: Pipeline, *codes: str) -> None:
     [
         ("malformed", "2-parse", "malformed"),
         ("bad-signature", "5-signature", "digest-mismatch"),
-        ("not-allowed", "4-sender", "sender-not-allowed"),
+        ("not-allowed", "1-principal", "principal-not-allowed"),
         ("unknown-recipient", "7-recipients", "unknown-recipient"),
         ("missing-user-id", "1-principal", "missing-user-id"),
         ("invalid", "3-structure", "bad-agency-id"),

@@ -1,0 +1,198 @@
+"""Issue 13 on a real broker: hostile message ids, cheap checks first, bounded statuses
+and fan-out, and a validator loop that keeps serving while a package is checked."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import aio_pika
+import pytest
+from sqlalchemy import select
+
+from backbone import edxml, topology
+from backbone.events import Event, Kind
+from backbone.store.models import Event as EventRow
+
+from ..conftest import SENDER, make_status
+from .conftest import Pipeline
+from .test_routing import RECIPIENTS, document, drain, rejection
+
+pytestmark = pytest.mark.pipeline
+LONG_ID = "m" * 250  # AMQP's short string holds 255 bytes: "rejection:" + this overflowed
+NUL_ID = "abc\x00def"
+
+
+async def publish(pipeline: Pipeline, body: bytes, message_id: str, *, kind: str = "edoc") -> None:
+    connection = await aio_pika.connect(pipeline.url(SENDER))
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.SUBMIT)
+        await exchange.publish(
+            aio_pika.Message(body, message_id=message_id, type=kind, user_id=SENDER),
+            routing_key=SENDER,
+        )
+    finally:
+        await connection.close()
+
+
+async def agencies(pipeline: Pipeline) -> None:
+    for code in (SENDER, *RECIPIENTS[:2]):
+        await pipeline.add_agency(code)
+
+
+@pytest.mark.parametrize("message_id", [LONG_ID, NUL_ID], ids=["long", "nul"])
+async def test_a_hostile_message_id_still_gets_a_rejection(
+    pipeline: Pipeline, message_id: str
+) -> None:
+    await agencies(pipeline)
+    await publish(pipeline, b"<edXML><unclosed></edXML>", message_id)
+    delivery = await rejection(pipeline)
+    assert delivery.rejection is not None and delivery.rejection["check"] == "2-parse"
+    assert "\x00" not in (delivery.headers.get("x-rejected-message-id") or "")
+    # and the validator goes on: the next document is routed
+    signed = pipeline.signers["G22"].sign(document(recipients=[RECIPIENTS[0]]))
+    await publish(pipeline, signed, uuid.uuid4().hex)
+    (copy,) = await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
+    assert copy.body == signed
+
+
+@pytest.mark.parametrize("message_id", [LONG_ID, NUL_ID], ids=["long", "nul"])
+async def test_a_refused_status_with_a_hostile_message_id_does_not_stop_the_tracker(
+    pipeline: Pipeline, message_id: str
+) -> None:
+    """A status about no document is refused by the tracker, to the reporter's inbox."""
+    await agencies(pipeline)
+    status = edxml.build(make_status(reporter=SENDER), validate=False)
+    await publish(pipeline, status, message_id, kind="status")
+    (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=20)
+    assert refusal.rejection is not None and refusal.rejection["check"] == "tracker"
+    assert refusal.rejection["code"] == "status-refused"
+    await assert_tracker_records_the_next_document(pipeline)
+
+
+async def test_an_event_with_a_300_character_message_id_fails_alone(pipeline: Pipeline) -> None:
+    """The event path directly: ids longer than any short string, in the event's JSON."""
+    await agencies(pipeline)
+    event = Event(
+        kind=Kind.STATUS,
+        sender=RECIPIENTS[0],
+        recipient=SENDER,
+        document_id="x,1",
+        status_code="01",
+        message_id="s" * 300,
+    )
+    connection = await aio_pika.connect(pipeline.url())
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.EVENTS)
+        await exchange.publish(
+            aio_pika.Message(event.body(), message_id=event.event_id), routing_key="event.status"
+        )
+    finally:
+        await connection.close()
+    (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=20)
+    assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
+    await assert_tracker_records_the_next_document(pipeline)
+
+
+async def assert_tracker_records_the_next_document(pipeline: Pipeline) -> None:
+    package = document(recipients=[RECIPIENTS[0]])
+    await publish(pipeline, pipeline.signers["G22"].sign(package), uuid.uuid4().hex)
+    await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
+    assert not pipeline.tasks[1].done(), "the tracker stopped"
+    for _ in range(100):
+        async with pipeline.validator.store.sessions() as session:
+            kinds = set(
+                (
+                    await session.execute(
+                        select(EventRow.kind).where(
+                            EventRow.edxml_document_id == package.document_id
+                        )
+                    )
+                ).scalars()
+            )
+        if "routed" in kinds:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the tracker did not record the next document: {kinds}")
+
+
+async def test_an_inactive_principal_is_refused_at_check_1_before_any_parse(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await agencies(pipeline)
+    await pipeline.registry.deactivate_agency(SENDER)
+    parsed: list[int] = []
+    real = edxml.load_tree
+
+    def spy(body: bytes, *args: object, **kwargs: object) -> object:
+        parsed.append(len(body))
+        return real(body, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(edxml, "load_tree", spy)
+    signed = pipeline.signers["G22"].sign(document(recipients=[RECIPIENTS[0]]))
+    await publish(pipeline, signed, uuid.uuid4().hex)
+    delivery = await rejection(pipeline)
+    assert delivery.rejection is not None
+    assert delivery.rejection["check"] == "1-principal"
+    assert delivery.rejection["code"] == "principal-not-allowed"
+    assert parsed == []
+
+
+async def test_too_many_recipients_are_refused_with_the_count(pipeline: Pipeline) -> None:
+    await agencies(pipeline)
+    pipeline.validator.settings.max_recipients = 1
+    signed = pipeline.signers["G22"].sign(document(recipients=list(RECIPIENTS[:2])))
+    await publish(pipeline, signed, uuid.uuid4().hex)
+    delivery = await rejection(pipeline)
+    assert delivery.rejection is not None
+    assert delivery.rejection["code"] == "too-many-recipients"
+    assert "2 recipients" in (delivery.package.header.description or "")  # type: ignore[union-attr]
+    assert await drain(pipeline, topology.inbox(RECIPIENTS[0]), timeout=1) == []
+
+
+@pytest.mark.parametrize("kind", ["status", "edoc"])
+async def test_a_status_over_its_own_limit_is_refused_at_check_1(
+    pipeline: Pipeline, kind: str
+) -> None:
+    """Labelled as a status, before any parse; labelled otherwise, right after it."""
+    await agencies(pipeline)
+    status = edxml.build(make_status(reporter=SENDER), validate=False)
+    pipeline.validator.settings.max_status_bytes = len(status) - 1
+    await publish(pipeline, status, uuid.uuid4().hex, kind=kind)
+    delivery = await rejection(pipeline)
+    assert delivery.rejection is not None
+    assert (delivery.rejection["check"], delivery.rejection["code"]) == ("1-size", "too-large")
+
+
+async def test_a_small_package_completes_while_a_large_one_is_being_checked(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The parse runs off the loop: while the large package's parse is held, the small
+    one is routed. (On the loop, the held parse would stall everything until released.)"""
+    await agencies(pipeline)
+    sign = pipeline.signers["G22"].sign
+    large = sign(document(recipients=[RECIPIENTS[0]]))  # its parse is held: as if large
+    small = sign(document(recipients=[RECIPIENTS[1]]))
+    gate, entered = threading.Event(), threading.Event()
+    order: list[str] = []
+    real = edxml.load_tree
+
+    def held(body: bytes, *args: object, **kwargs: object) -> object:
+        if body == large:
+            entered.set()
+            order.append("large released" if gate.wait(timeout=15) else "large timed out")
+        return real(body, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(edxml, "load_tree", held)
+    await publish(pipeline, large, uuid.uuid4().hex)
+    assert await asyncio.to_thread(entered.wait, 15)
+    await publish(pipeline, small, uuid.uuid4().hex)
+    (copy,) = await drain(pipeline, topology.inbox(RECIPIENTS[1]), RECIPIENTS[1], count=1)
+    assert copy.body == small
+    gate.set()
+    (copy,) = await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
+    assert copy.body == large
+    assert order == ["large released"]
