@@ -41,6 +41,7 @@ class Report:
     documents: int = 0
     sent: dict[str, int] = field(default_factory=dict)
     received: dict[str, int] = field(default_factory=dict)
+    undeliverable: dict[str, int] = field(default_factory=dict)  # copies no queue took
     sent_by_level: dict[str, int] = field(default_factory=dict)
     received_by_level: dict[str, int] = field(default_factory=dict)
     answering: dict[str, int] = field(default_factory=dict)  # "5+", "3-4", "1-2", "none"
@@ -67,16 +68,39 @@ def answering_bucket(distinct: int) -> str:
     return "5+" if distinct >= 5 else "3-4" if distinct >= 3 else "1-2" if distinct >= 1 else "none"
 
 
-def deadline(promulgated: date, urgent: bool, zone: ZoneInfo, holidays: Iterable[date]) -> datetime:
-    """Decision 28: urgent ones the same day; the others by noon of the next working day."""
-    if urgent:
-        local = datetime.combine(promulgated + timedelta(days=1), time(0, 0), zone)
-        return local.astimezone(UTC)
-    closed = set(holidays)
-    day = promulgated + timedelta(days=1)
-    while day.weekday() >= 5 or day in closed:
-        day += timedelta(days=1)
-    return datetime.combine(day, time(12, 0), zone).astimezone(UTC)
+def deadline(
+    promulgated: date, urgent: bool, zone: ZoneInfo, holidays: Iterable[date]
+) -> datetime | None:
+    """Decision 28: urgent ones the same day; the others by noon of the next working day.
+    None when the deadline is past the calendar's end (a date like 9999-12-31 stored before
+    the rules refused it): such a document cannot be late, and the report goes on."""
+    try:
+        if urgent:
+            local = datetime.combine(promulgated + timedelta(days=1), time(0, 0), zone)
+            return local.astimezone(UTC)
+        closed = set(holidays)
+        day = promulgated + timedelta(days=1)
+        while day.weekday() >= 5 or day in closed:
+            day += timedelta(days=1)
+        return datetime.combine(day, time(12, 0), zone).astimezone(UTC)
+    except OverflowError:
+        return None
+
+
+def period(first: date, last: date, zone: str | ZoneInfo) -> tuple[datetime, datetime]:
+    """The days ``first`` to ``last`` (included) as the configured zone counts them: from
+    its midnight starting ``first`` to its midnight ending ``last``, in UTC. Total: the
+    calendar's ends clamp to the earliest and latest times there are."""
+    where = zone if isinstance(zone, ZoneInfo) else ZoneInfo(zone)
+
+    def midnight(day: date, after: bool) -> datetime:
+        try:
+            moment = datetime.combine(day + timedelta(days=1) if after else day, time(0), where)
+            return moment.astimezone(UTC)
+        except OverflowError:
+            return datetime.max.replace(tzinfo=UTC) if after else datetime.min.replace(tzinfo=UTC)
+
+    return midnight(first, False), midnight(last, True)
 
 
 def _seconds(dialect: str, later: Any, earlier: Any) -> Any:
@@ -129,6 +153,16 @@ class Reporter:
             select(Delivery.recipient, func.count())
             .join(Document)
             .where(routed)
+            .group_by(Delivery.recipient)
+        )
+        report.undeliverable = await self._pairs(
+            select(Delivery.recipient, func.count())
+            .join(Document)
+            .where(
+                in_period,
+                Delivery.transport_state == "undeliverable",
+                within(Delivery.recipient),
+            )
             .group_by(Delivery.recipient)
         )
         for target, column, table in (
@@ -250,6 +284,8 @@ class Reporter:
         for promulgated, is_urgent in groups.all():
             assert promulgated is not None
             due = deadline(promulgated, bool(is_urgent), self.zone, self.holidays)
+            if due is None:
+                continue
             which = urgent if is_urgent else (Document.priority.is_(None) | (Document.priority < 1))
             late = and_(
                 in_period,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from cryptography import x509
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import func, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,7 @@ from .models import (
     Agency,
     Certificate,
     Document,
+    Event,
     Principal,
     PrincipalScope,
     new_id,
@@ -325,3 +326,34 @@ async def certificates_for(session: AsyncSession, agency_code: str) -> list[Cert
         .order_by(Certificate.not_after)
     )
     return list(result.scalars())
+
+
+# --- lookups by the id a sender knows -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """Everything the backbone did with submissions under one id: the accepted documents
+    (their deliveries say routed or undeliverable) and the rejections."""
+
+    documents: list[Document]
+    rejections: list[Event]
+
+
+async def find_outcomes(session: AsyncSession, key: str) -> Outcomes:
+    """By the DocumentId the sender used, the backbone id, or (for a submission refused
+    before its DocumentId could be read) the message id, recorded as ``message:<id>``."""
+    documents = await session.execute(
+        select(Document)
+        .where(or_(Document.id == key, Document.document_id == key))
+        .order_by(Document.submitted_at)
+    )
+    rejections = await session.execute(
+        select(Event)
+        .where(
+            Event.kind == "rejected",
+            Event.edxml_document_id.in_((key, f"message:{key}")),
+        )
+        .order_by(Event.recorded_at, Event.id)
+    )
+    return Outcomes(list(documents.scalars()), list(rejections.scalars()))

@@ -372,7 +372,7 @@ def _row(event: Event, document_pk: str | None, kind: str) -> dict[str, object]:
         "event_id": event.event_id,
         "document_pk": document_pk,
         "sender": event.sender,
-        "edxml_document_id": event.document_id,
+        "edxml_document_id": _findable_id(event),
         "recipient": event.recipient,
         "kind": kind,
         "status_code": event.status_code,
@@ -384,6 +384,13 @@ def _row(event: Event, document_pk: str | None, kind: str) -> dict[str, object]:
         "recorded_at": event.recorded_at,
         "reason_code": event.code,
     }
+
+
+def _findable_id(event: Event) -> str | None:
+    """A rejection refused before its DocumentId was read is findable by its message id."""
+    if event.kind is Kind.REJECTED and not event.document_id and event.message_id:
+        return f"message:{printable(event.message_id, 200)}"
+    return event.document_id
 
 
 def _stamp(delivery: Delivery, code: str, event: Event) -> None:
