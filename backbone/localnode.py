@@ -25,6 +25,10 @@ _SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server",)
 _CTL_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmqctl",)
 
 
+# just above the largest package (BACKBONE_MAX_PACKAGE_BYTES, 32 MiB) and its headers
+MAX_MESSAGE_SIZE = 33 * 1024 * 1024
+
+
 class LocalNodeError(Exception):
     """The private node could not be started (what to install, or what it said)."""
 
@@ -103,6 +107,7 @@ class LocalNode:
             f"management.tcp.port = {self.mgmt_port}\n"
             f"prometheus.tcp.port = {self.prometheus_port}\n"
             "loopback_users = none\n"
+            f"max_message_size = {MAX_MESSAGE_SIZE}\n"
             "log.console = false\n"
         )
 

@@ -40,6 +40,8 @@ log = get_logger("backbone.tracker")
 MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
 DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not recorded yet
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
+PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
+BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker stops consuming
 
 
 @dataclass
@@ -47,6 +49,10 @@ class _Item:
     message: AbstractIncomingMessage
     event: Event
     attempts: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.message.body)
 
     @property
     def final(self) -> bool:
@@ -76,18 +82,20 @@ class Tracker:
         self._arrived = asyncio.Event()
         self._deferred = 0  # items waiting to be tried again (unacked, older tags)
         self._stopping = asyncio.Event()
+        self.byte_budget = BYTE_BUDGET
+        self._held = 0  # bytes of the events received and not yet settled
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def run(self, prefetch: int = 5000, ready: asyncio.Event | None = None) -> None:
+    async def run(self, prefetch: int = PREFETCH, ready: asyncio.Event | None = None) -> None:
         connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=prefetch)
             await self.outbox.bind(channel)
             queue = await channel.get_queue(topology.TRACKER, ensure=True)
-            tag = await queue.consume(self._on_message)
+            tag: str | None = await queue.consume(self._on_message)
             log.info("tracker consuming", queue=topology.TRACKER, prefetch=prefetch)
             if ready is not None:
                 ready.set()
@@ -95,7 +103,18 @@ class Tracker:
                 items = await self._take()
                 if items:
                     await self._record_isolated(items)
-            await queue.cancel(tag)
+                # a byte budget of our own (RabbitMQ has no prefetch_size): past it, stop
+                # the deliveries until what is held is down to half
+                if tag is not None and self._held > self.byte_budget:
+                    await queue.cancel(tag)
+                    tag = None
+                    log.info("tracker paused: byte budget reached", held=self._held)
+                elif tag is None and self._held <= self.byte_budget // 2:
+                    if self._stopping.is_set():
+                        continue
+                    tag = await queue.consume(self._on_message)
+            if tag is not None:
+                await queue.cancel(tag)
         finally:
             await connection.close()
             log.info("tracker stopped")
@@ -111,6 +130,7 @@ class Tracker:
             )
             await message.reject(requeue=False)  # dead-lettered to the quarantine
             return
+        self._held += len(message.body)
         self._add(_Item(message, event))
 
     def _add(self, item: _Item) -> None:
@@ -151,6 +171,7 @@ class Tracker:
                 )
                 with contextlib.suppress(AMQPError):
                     await item.message.reject(requeue=False)  # dead-lettered
+                self._held -= item.size
 
     async def _record(self, items: list[_Item]) -> None:
         pauses = iter(DATABASE_PAUSES)
@@ -176,6 +197,7 @@ class Tracker:
             self._deferred += 1
             loop.call_later(DEFERRALS[item.attempts - 1], self._readd, item)
         done = [item for item in items if id(item) not in waiting]
+        self._held -= sum(item.size for item in done)
         try:
             if done and not self._deferred and not any(i.attempts for i in self._pending):
                 # nothing older is unacked: one frame acknowledges the whole batch
@@ -472,7 +494,7 @@ def build(settings: Settings) -> tuple[Tracker, Store]:
     return Tracker(settings, store, Outbox(settings, load_signer(settings))), store
 
 
-async def serve(settings: Settings, prefetch: int = 5000) -> None:
+async def serve(settings: Settings, prefetch: int = PREFETCH) -> None:
     """Run the tracker until SIGTERM or SIGINT; what it holds unacked is redelivered."""
     tracker, store = build(settings)
     loop = asyncio.get_running_loop()

@@ -196,3 +196,33 @@ async def test_a_small_package_completes_while_a_large_one_is_being_checked(
     (copy,) = await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
     assert copy.body == large
     assert order == ["large released"]
+
+
+async def test_the_tracker_pauses_at_its_byte_budget_and_resumes(pipeline: Pipeline) -> None:
+    """Past the budget it stops consuming; once what it holds is settled it goes on."""
+    await agencies(pipeline)
+    pipeline.tracker.byte_budget = 1  # every event is over it
+    for _ in range(3):
+        await assert_tracker_records_the_next_document(pipeline)
+    assert pipeline.tracker._held == 0
+
+
+async def test_the_private_node_refuses_a_message_just_above_the_package_limit(
+    pipeline: Pipeline,
+) -> None:
+    from backbone import localnode
+
+    if pipeline.broker.node is None:
+        pytest.skip("the broker is not a private node of this project")
+    assert pipeline.settings.max_package_bytes < localnode.MAX_MESSAGE_SIZE
+    connection = await aio_pika.connect(pipeline.url())
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.SUBMIT)
+        with pytest.raises(aio_pika.exceptions.AMQPError, match="message size"):
+            await exchange.publish(
+                aio_pika.Message(b"x" * (localnode.MAX_MESSAGE_SIZE + 1)), routing_key=SENDER
+            )
+            await channel.get_exchange(topology.SUBMIT)  # the channel closed meanwhile
+    finally:
+        await connection.close()
