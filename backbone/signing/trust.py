@@ -5,13 +5,17 @@ is validated by cryptography's X.509 path builder; since thousands of packages a
 signed by the same few hundred certificates, a validated chain is remembered by the
 fingerprints of its certificates. What can change between two packages is checked on
 every use, cache or not: the validity period against the clock, and revocation against
-the CRLs. A new CA bundle or CRL set means a new TrustStore, hence an empty cache.
+the CRLs. A new CA bundle means a new TrustStore. CRL files are looked at again at most
+every ``refresh_seconds`` (their modification time and size) and whenever a CRL's
+nextUpdate has passed, so `backbone pki revoke` reaches running validators; a file that
+cannot be read at that moment (half written) leaves the CRLs in force until the next look.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -104,8 +108,11 @@ class TrustStore:
         self._store = verification.Store(list(anchors))
         sources = list(crl_sources or [f"#{i + 1}" for i in range(len(crls))])
         self._crls: dict[x509.Name, list[_Crl]] = {}
-        for crl, source in zip(crls, sources, strict=True):
-            self._crls.setdefault(crl.issuer, []).append(_Crl(crl, source))
+        self._install(crls, sources)
+        self._files: tuple[Path, ...] = ()
+        self._stamps: tuple[tuple[int, int], ...] = ()
+        self._refresh_seconds = 0.0
+        self._next_look = 0.0
         self.clock = clock
         # per validated chain: the chain, and for each certificate but the anchor, its
         # serial, its issuer and the CRLs that issuer published (found once, not per package)
@@ -115,6 +122,17 @@ class TrustStore:
             x509.KeyUsage, verification.Criticality.AGNOSTIC, _require_digital_signature
         )
         self._ca_policy = verification.ExtensionPolicy.webpki_defaults_ca()
+        self._check_anchors_crls()
+
+    def _install(
+        self, crls: Sequence[x509.CertificateRevocationList], sources: Sequence[str]
+    ) -> None:
+        installed: dict[x509.Name, list[_Crl]] = {}
+        for crl, source in zip(crls, sources, strict=True):
+            installed.setdefault(crl.issuer, []).append(_Crl(crl, source))
+        self._crls = installed
+
+    def _check_anchors_crls(self) -> None:
         for anchor in self.anchors:  # fail at start-up, not on the first package
             for entry in self._crls.get(anchor.subject, []):
                 try:
@@ -124,25 +142,60 @@ class TrustStore:
 
     @classmethod
     def from_files(
-        cls, bundle: Path, crls: Sequence[Path] = (), *, clock: Clock = _utcnow
+        cls,
+        bundle: Path,
+        crls: Sequence[Path] = (),
+        *,
+        clock: Clock = _utcnow,
+        refresh_seconds: float = 5.0,
     ) -> TrustStore:
-        """Load a PEM CA bundle and CRL files (PEM or DER); say which file is unusable."""
+        """Load a PEM CA bundle and CRL files (PEM or DER); say which file is unusable.
+        The CRL files are reloaded when they change (see the module's note)."""
         try:
             anchors = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
         except (OSError, ValueError) as exc:
             raise TrustConfigError(f"cannot use the CA bundle {bundle}: {exc}") from None
-        loaded = []
-        for path in crls:
+        files = tuple(Path(p) for p in crls)
+        stamps = _stamps(files)
+        store = cls(anchors, _load_crls(files), crl_sources=[str(p) for p in files], clock=clock)
+        store._files, store._stamps = files, stamps
+        store.refresh_every(refresh_seconds)
+        return store
+
+    def refresh_every(self, seconds: float) -> None:
+        """Look at the CRL files again at most every ``seconds``."""
+        self._refresh_seconds = seconds
+        self._next_look = time.monotonic() + seconds
+
+    def _refresh(self, now: datetime) -> None:
+        """Reload the CRL files if they changed or one is past its nextUpdate."""
+        if not self._files:
+            return
+        due = any(
+            e.crl.next_update_utc is None or now > e.crl.next_update_utc
+            for entries in self._crls.values()
+            for e in entries
+        )
+        if not due and time.monotonic() < self._next_look:
+            return
+        with self._lock:
+            self._next_look = time.monotonic() + self._refresh_seconds
             try:
-                raw = Path(path).read_bytes()
-                loaded.append(
-                    x509.load_pem_x509_crl(raw)
-                    if raw.lstrip().startswith(b"-----")
-                    else x509.load_der_x509_crl(raw)
-                )
-            except (OSError, ValueError) as exc:
-                raise TrustConfigError(f"cannot use the CRL {path}: {exc}") from None
-        return cls(anchors, loaded, crl_sources=[str(p) for p in crls], clock=clock)
+                stamps = _stamps(self._files)
+                if stamps == self._stamps and not due:
+                    return
+                crls = _load_crls(self._files)
+            except TrustConfigError:
+                return  # being rewritten: the CRLs in force stay until the next look
+            previous = self._crls
+            self._install(crls, [str(p) for p in self._files])
+            try:
+                self._check_anchors_crls()
+            except TrustConfigError:
+                self._crls = previous
+                return
+            self._stamps = stamps
+            self._cache.clear()  # cached chains hold the CRLs they were checked against
 
     def validate(
         self, certificates: Sequence[x509.Certificate], key: Hashable | None = None
@@ -153,6 +206,7 @@ class TrustStore:
         base64 text it read them from); by default, their fingerprints.
         """
         now = self.clock()
+        self._refresh(now)
         for certificate in certificates:
             self._check_period(certificate, now)
         key = key if key is not None else tuple(fingerprint(c) for c in certificates)
@@ -244,6 +298,28 @@ class TrustStore:
                         f"the certificate (serial {serial:x}) is revoked by {entry.source}",
                         _subject(certificate),
                     )
+
+
+def _stamps(files: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    try:
+        return tuple((s.st_mtime_ns, s.st_size) for s in (p.stat() for p in files))
+    except OSError as exc:
+        raise TrustConfigError(f"cannot use the CRL {exc.filename}: {exc.strerror}") from None
+
+
+def _load_crls(files: Sequence[Path]) -> list[x509.CertificateRevocationList]:
+    loaded = []
+    for path in files:
+        try:
+            raw = path.read_bytes()
+            loaded.append(
+                x509.load_pem_x509_crl(raw)
+                if raw.lstrip().startswith(b"-----")
+                else x509.load_der_x509_crl(raw)
+            )
+        except (OSError, ValueError) as exc:
+            raise TrustConfigError(f"cannot use the CRL {path}: {exc}") from None
+    return loaded
 
 
 def _key_usage(certificate: x509.Certificate) -> x509.KeyUsage | None:

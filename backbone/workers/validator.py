@@ -485,7 +485,9 @@ def build(settings: Settings) -> tuple[Validator, Store]:
         raise SystemExit(
             "the validator needs BACKBONE_TRUST_BUNDLE (the CA bundle signatures chain to)"
         )
-    trust = signing.TrustStore.from_files(settings.trust_bundle, settings.crl_files)
+    trust = signing.TrustStore.from_files(
+        settings.trust_bundle, settings.crl_files, refresh_seconds=settings.crl_refresh_seconds
+    )
     verifier = signing.Verifier(trust, None, allow_sha1=settings.allow_sha1, limits=settings.limits)
     signer = load_signer(settings)
     store = Store(settings.database_url)

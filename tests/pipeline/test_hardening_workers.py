@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from pathlib import Path
 
 import aio_pika
 import pytest
 from sqlalchemy import select
 
-from backbone import edxml, topology
+from backbone import edxml, signing, topology
 from backbone.events import Event, Kind
 from backbone.store.models import Event as EventRow
 
-from ..conftest import SENDER, make_status
+from ..conftest import SENDER, Signer, make_status
 from .conftest import Pipeline
 from .test_routing import RECIPIENTS, document, drain, rejection
 
@@ -226,3 +227,24 @@ async def test_the_private_node_refuses_a_message_just_above_the_package_limit(
             await channel.get_exchange(topology.SUBMIT)  # the channel closed meanwhile
     finally:
         await connection.close()
+
+
+async def test_a_revocation_reaches_a_running_validator(
+    pipeline: Pipeline, pki: signing.Pki, tmp_path: Path
+) -> None:
+    """`pki revoke` rewrites the CRL file; the next document signed with that
+    certificate is refused without a restart."""
+    await agencies(pipeline)
+    pipeline.validator.verifier.trust.refresh_every(0)  # look at every package
+    issued = pki.issue(SENDER, tmp_path / "soon-revoked")
+    signer = Signer(issued.code, issued.key, issued.certificate, issued.fingerprint)
+    await publish(pipeline, signer.sign(document(recipients=[RECIPIENTS[0]])), uuid.uuid4().hex)
+    assert await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
+    pki.revoke(issued.certificate)
+    await publish(pipeline, signer.sign(document(recipients=[RECIPIENTS[0]])), uuid.uuid4().hex)
+    delivery = await rejection(pipeline)
+    assert delivery.rejection is not None
+    assert (delivery.rejection["check"], delivery.rejection["code"]) == (
+        "5-signature",
+        "certificate-revoked",
+    )
