@@ -446,14 +446,20 @@ def _transport(
     now = datetime.now(UTC)
     routed_at = event.recorded_at if event.kind is Kind.ROUTED else None
     delivery = deliveries.get(key)
+    # a copy the alternate exchange took is reported undeliverable after the validator's
+    # confirm said routed: undeliverable wins, whatever the order of the two events
     if delivery is not None:
-        delivery.transport_state = event.kind.value
+        if delivery.transport_state != Kind.UNDELIVERABLE.value:
+            delivery.transport_state = event.kind.value
         delivery.routed_at = delivery.routed_at or routed_at
         delivery.updated_at = now
         return
     row = created.setdefault(key, {"document_pk": key[0], "recipient": key[1], "routed_at": None})
+    state = row.get("transport_state")
     row.update(
-        transport_state=event.kind.value, updated_at=now, routed_at=row["routed_at"] or routed_at
+        transport_state=state if state == Kind.UNDELIVERABLE.value else event.kind.value,
+        updated_at=now,
+        routed_at=row["routed_at"] or routed_at,
     )
 
 

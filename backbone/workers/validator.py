@@ -49,6 +49,7 @@ from ..store import Store
 from ..store import repository as repo
 from .acceptances import Acceptances
 from .outbox import Outbox, Signer, load_signer, printable
+from .unroutable import Unroutable
 
 log = get_logger("backbone.validator")
 TRANSIENT = (SQLAlchemyError, AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
@@ -501,8 +502,9 @@ async def serve(settings: Settings, prefetch: int, with_tracker: bool = False) -
     from . import tracker as tracking
 
     validator, store = build(settings)
-    runs = [validator.run(prefetch=prefetch)]
-    stops = [validator.stop]
+    unroutable = Unroutable(settings, Outbox(settings, validator.outbox.signer))
+    runs = [validator.run(prefetch=prefetch), unroutable.run()]
+    stops = [validator.stop, unroutable.stop]
     stores = [store]
     if with_tracker:
         tracker, tracker_store = tracking.build(settings)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
@@ -14,6 +15,7 @@ from sqlalchemy import select
 
 from backbone import edxml, signing, topology
 from backbone.events import Event, Kind
+from backbone.store.models import Delivery
 from backbone.store.models import Event as EventRow
 
 from ..conftest import SENDER, Signer, make_status
@@ -248,3 +250,60 @@ async def test_a_revocation_reaches_a_running_validator(
         "5-signature",
         "certificate-revoked",
     )
+
+
+async def test_a_copy_no_queue_takes_is_undeliverable_and_the_sender_is_told(
+    pipeline: Pipeline,
+) -> None:
+    """A recipient registered and active, but with no queue bound: its copy goes to the
+    alternate exchange. It ends undeliverable (status and report) and the sender gets 02."""
+    from backbone import access
+    from backbone.report import Reporter
+    from backbone.store import repository as repo
+    from backbone.workers.outbox import Outbox
+    from backbone.workers.unroutable import Unroutable
+
+    from .conftest import PASSWORD, WORKERS
+
+    workers = access.workers_grant()
+    grant = access.Grant(write=workers.write, read=f"{workers.read}|^backbone\\.unroutable$")
+    await asyncio.to_thread(pipeline.provisioner.ensure, WORKERS, grant, password=PASSWORD)
+    await agencies(pipeline)
+    lost = "000.00.00.H14"
+    await pipeline.add_agency(lost, inbox=False)
+    unroutable = Unroutable(pipeline.settings, Outbox(pipeline.settings, None))
+    ready = asyncio.Event()
+    task = asyncio.create_task(unroutable.run(ready=ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        assert not task.done(), "the unroutable consumer could not start"
+        package = document(recipients=[RECIPIENTS[0], lost])
+        await publish(pipeline, pipeline.signers["G22"].sign(package), uuid.uuid4().hex)
+        assert await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
+        notice = await rejection(pipeline)
+        assert notice.rejection is not None
+        assert (notice.rejection["code"], notice.rejection["value"]) == ("undeliverable", lost)
+        for _ in range(100):
+            async with pipeline.validator.store.sessions() as session:
+                (found,) = (await repo.find_outcomes(session, package.document_id)).documents
+                states = {
+                    d.recipient: d.transport_state
+                    for d in (
+                        await session.execute(
+                            select(Delivery).where(Delivery.document_pk == found.id)
+                        )
+                    ).scalars()
+                }
+            if states.get(lost) == "undeliverable" and RECIPIENTS[0] in states:
+                break
+            await asyncio.sleep(0.1)
+        assert states == {RECIPIENTS[0]: "routed", lost: "undeliverable"}
+        async with pipeline.validator.store.sessions() as session:
+            report = await Reporter(session).build(
+                datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+            )
+        assert report.undeliverable == {lost: 1}
+        assert lost not in report.received
+    finally:
+        unroutable.stop()
+        await task
