@@ -52,8 +52,11 @@ def configure(fmt: Literal["json", "console"], level: str = "INFO") -> None:
     logging.basicConfig(
         level=level, stream=_CurrentStderr(), format="%(name)s %(levelname)s %(message)s"
     )
-    for chatty in ("httpx", "httpcore"):  # a line per management API request is noise
-        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    chatty = ["httpx", "httpcore"]  # a line per management API request is noise
+    if fmt == "console":  # a command's stderr is for its own lines and its error
+        chatty += ["aio_pika", "aiormq", "pika", "alembic"]
+    for name in chatty:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def get_logger(name: str) -> structlog.typing.FilteringBoundLogger:

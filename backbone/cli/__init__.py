@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from .. import __version__, edxml, signing
-from ..config import get_settings
+from ..config import describe, get_settings
 from ..errors import PackageError, TrustConfigError
 from ..logs import configure
-from ._common import read_limited
+from ._common import fail, read_limited
 
 app = typer.Typer(
     name="backbone",
@@ -19,6 +20,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain: "[BACKBONE_AMQP_URL]" is a default, not markup
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
@@ -35,7 +38,10 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        raise fail(describe(exc)) from None
     service = ctx.invoked_subcommand == "run"  # workers log JSON lines
     level = (
         "WARNING" if ctx.invoked_subcommand in ("demo", "bench") else settings.log_level
@@ -133,7 +139,8 @@ def validate(
 
 @app.command()
 def demo() -> None:
-    """Tell the story of one document through the format layer (the pipeline joins later)."""
+    """Tell the story of documents between a ministry, two provinces and a provincial gateway
+    through a real broker and the workers, as it happens."""
     from ..demo import run
 
     run()

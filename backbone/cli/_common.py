@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import typer
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..config import get_settings
 from ..registry import Registry, RegistryError
 from ..store import Store
 
 T = TypeVar("T")
+_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
+
+
+def mask(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``."""
+    return _PASSWORD.sub(r"\g<scheme>\g<user>:***@", text)
 
 
 def read_limited(path: Path, limit: int) -> bytes:
@@ -24,17 +32,51 @@ def read_limited(path: Path, limit: int) -> bytes:
 
 
 def fail(message: str) -> typer.Exit:
-    """Say what went wrong on stderr; the caller raises the returned exit (status 1)."""
-    typer.echo(f"error: {message}", err=True)
+    """Say what went wrong on stderr, on one line with passwords masked; the caller raises
+    the returned exit (status 1)."""
+    line = " ".join(mask(message).split())
+    typer.echo(f"error: {line}", err=True)
     return typer.Exit(1)
 
 
-def database_failure(exc: DBAPIError, url: str) -> typer.Exit:
-    """A database error in words an operator can act on."""
-    text = str(exc.orig)
+def os_failure(path: Path, exc: OSError, doing: str = "cannot write") -> typer.Exit:
+    """A file error as ``error: PATH: cannot write: No such file or directory``."""
+    return fail(f"{path}: {doing}: {exc.strerror or exc}")
+
+
+def writable_file(path: Path) -> None:
+    """Refuse an output path that cannot be a file before any work is done."""
+    if path.is_dir():
+        raise fail(f"{path}: is a directory, give a file name")
+    if not path.parent.is_dir():
+        raise fail(f"{path}: the folder {path.parent} does not exist")
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that it survives a crash once this returns: a temporary
+    file beside it, fsync, rename, fsync of the folder."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def database_failure(exc: Exception, url: str) -> typer.Exit:
+    """A database error in words an operator can act on (the URL's password masked)."""
+    text = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
     if "no such table" in text or "does not exist" in text:
         return fail(f"the database {url} is not set up: run `backbone init`")
-    return fail(f"database error: {text}")
+    return fail(f"the database {url} cannot be used: {text.splitlines()[0] if text else exc!r}")
 
 
 def with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
@@ -52,7 +94,7 @@ def with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
         return asyncio.run(run())
     except RegistryError as exc:
         raise fail(str(exc)) from None
-    except DBAPIError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise database_failure(exc, settings.database_url) from None
-    except (OSError, ValueError) as exc:
+    except ValueError as exc:
         raise fail(str(exc)) from None

@@ -6,19 +6,23 @@ import asyncio
 import csv
 import io
 import json
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import or_, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
+from ..agency import AgencyCode, AgencyCodeError
 from ..config import get_settings
-from ..report import Report, Reporter
+from ..report import Report, Reporter, period
 from ..store import Store
-from ..store.models import Delivery, Document, Event
+from ..store.models import Delivery, Event
+from ..store.repository import find_outcomes
 from . import app
 from ._common import database_failure, fail
 
@@ -36,7 +40,7 @@ def _run(work: Any) -> Any:
 
     try:
         return asyncio.run(run())
-    except DBAPIError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise database_failure(exc, settings.database_url) from None
 
 
@@ -47,20 +51,19 @@ def status(
 ) -> None:
     """The lifecycle of a document, per recipient: current status and every event."""
 
-    async def work(session: Any) -> list[dict[str, Any]]:
-        documents = (
-            (
-                await session.execute(
-                    select(Document).where(
-                        or_(Document.id == document_id, Document.document_id == document_id)
-                    )
-                )
-            )
-            .scalars()
-            .all()
-        )
+    async def work(session: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        outcomes = await find_outcomes(session, document_id)
+        rejections = [
+            {
+                "recorded_at": _iso(e.recorded_at),
+                "sender": e.sender,
+                "reason": e.reason_code,
+                "description": e.description,
+            }
+            for e in outcomes.rejections
+        ]
         found = []
-        for document in documents:
+        for document in outcomes.documents:
             deliveries = (
                 (
                     await session.execute(
@@ -111,19 +114,28 @@ def status(
                     ],
                 }
             )
-        return found
+        return found, rejections
 
-    found = _run(work)
-    if not found:
+    found, rejections = _run(work)
+    if not found and not rejections:
         raise fail(f"no document {document_id!r}")
     if as_json:
-        typer.echo(json.dumps(found if len(found) > 1 else found[0], ensure_ascii=False, indent=2))
+        shown: Any = found[0] if len(found) == 1 and not rejections else found
+        if rejections:
+            shown = {"documents": found, "rejections": rejections}
+        typer.echo(json.dumps(shown, ensure_ascii=False, indent=2))
         return
-    console = Console()
+    console = Console(highlight=False)
+    if rejections:  # every value is data from a message: escaped, never markup
+        table = Table("backbone time", "sender", "reason", "description", title="rejected")
+        for r in rejections:
+            table.add_row(*(escape(str(r[k] or "")) for k in table_keys))
+        console.print(table)
     for document in found:
         console.print(
-            f"[bold]{document['document_id']}[/bold] from {document['sender']} "
-            f"(backbone id {document['backbone_id']}, accepted {document['accepted_at']})"
+            f"[bold]{escape(str(document['document_id']))}[/bold] from "
+            f"{escape(str(document['sender']))} (backbone id {escape(document['backbone_id'])}, "
+            f"accepted {document['accepted_at']})"
         )
         for recipient in document["recipients"]:
             table = Table(
@@ -132,18 +144,22 @@ def status(
                 "package time",
                 "backbone time",
                 "description",
-                title=f"{recipient['recipient']}: {recipient['transport']}, "
-                f"current status {recipient['status'] or '-'}",
+                title=escape(
+                    f"{recipient['recipient']}: {recipient['transport']}, "
+                    f"current status {recipient['status'] or '-'}"
+                ),
             )
             for e in recipient["timeline"]:
                 table.add_row(
-                    e["kind"],
-                    e["status"] or "",
-                    e["occurred_at"] or "",
-                    e["recorded_at"] or "",
-                    e["description"] or "",
+                    *(
+                        escape(str(e[k] or ""))
+                        for k in ("kind", "status", "occurred_at", "recorded_at", "description")
+                    )
                 )
             console.print(table)
+
+
+table_keys = ("recorded_at", "sender", "reason", "description")
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -163,13 +179,20 @@ def report(
     if format_ not in ("table", "json", "csv"):
         raise fail("--format is table, json or csv")
     settings = get_settings()
+    today = datetime.now(ZoneInfo(settings.timezone)).date()
     try:
-        first = date.fromisoformat(since) if since else date.today() - timedelta(days=30)
-        last = date.fromisoformat(until) if until else date.today()
+        first = date.fromisoformat(since) if since else today - timedelta(days=30)
+        last = date.fromisoformat(until) if until else today
     except ValueError as exc:
-        raise fail(f"dates are YYYY-MM-DD: {exc}") from None
-    start = datetime.combine(first, time(0), UTC)
-    end = datetime.combine(last + timedelta(days=1), time(0), UTC)
+        raise fail(f"--since/--until: dates are YYYY-MM-DD ({exc})") from None
+    if first > last:
+        raise fail(f"--since {first} is after --until {last}")
+    if under is not None:
+        try:
+            under = str(AgencyCode.parse(under))
+        except AgencyCodeError as exc:
+            raise fail(f"--under {under!r}: {exc}") from None
+    start, end = period(first, last, settings.timezone)
 
     async def work(session: Any) -> Report:
         reporter = Reporter(
@@ -186,7 +209,7 @@ def report(
     elif format_ == "csv":
         typer.echo(_csv(result), nl=False)
     else:
-        _tables(result)
+        _tables(result, first, last, settings.timezone)
 
 
 def _rows(result: Report) -> list[tuple[str, str, object]]:
@@ -202,6 +225,7 @@ def _rows(result: Report) -> list[tuple[str, str, object]]:
     for name, p in (("routing to 01", result.to_01), ("routing to 03", result.to_03)):
         rows += [(name, "count", p.count), (name, "median s", p.median_s), (name, "p95 s", p.p95_s)]
     rows += [("stuck deliveries", "count", result.stuck), ("late documents", "count", result.late)]
+    rows += [("undeliverable", agency, n) for agency, n in sorted(result.undeliverable.items())]
     rows += [("rejections", reason, n) for reason, n in sorted(result.rejections.items())]
     return rows
 
@@ -214,18 +238,18 @@ def _csv(result: Report) -> str:
     return out.getvalue()
 
 
-def _tables(result: Report) -> None:
+def _tables(result: Report, first: date, last: date, zone: str) -> None:
     table = Table(
         "figure",
         "key",
         "value",
-        title=f"Report {result.since:%Y-%m-%d} to {result.until - timedelta(days=1):%Y-%m-%d}"
+        title=f"Report {first} to {last} ({zone})"
         + (f" under {result.under}" if result.under else ""),
     )
     for figure, key, value in _rows(result):
         table.add_row(
-            figure,
-            key,
+            escape(figure),
+            escape(str(key)),
             "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value),
         )
     Console().print(table)
