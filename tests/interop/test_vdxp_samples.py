@@ -28,7 +28,14 @@ DOCUMENT_ID = "000.00.00.G22,2015/09/30,7816/VPCP-TTĐT"
 
 
 def test_every_sample_is_covered(interop_dir: Path) -> None:
-    named = {*STATUS_FILES, "edoc_revocation.edxml", "edoc_gateway_2025.edxml", "edoc.edxml"}
+    named = {
+        *STATUS_FILES,
+        "edoc_revocation.edxml",
+        "edoc_update.edxml",
+        "edoc_replacement.edxml",
+        "edoc_gateway_2025.edxml",
+        "edoc.edxml",
+    }
     assert {p.name for p in interop_dir.iterdir()} == named
 
 
@@ -60,6 +67,37 @@ def test_revocation_parses_as_a_recall_to_three_recipients(interop_dir: Path) ->
     assert len(attachment.data) > 200_000
     # Its Signature has no XML-DSig namespace: refusing it as unsigned is the signing
     # layer's job; here it must simply not stop the package from parsing.
+
+
+def test_update_parses_with_its_receiver_changes(interop_dir: Path) -> None:
+    package = edxml.load((interop_dir / "edoc_update.edxml").read_bytes())
+    assert isinstance(package, edxml.DocumentPackage)
+    assert package.trace is not None and package.trace.bussiness is not None
+    business = package.trace.bussiness
+    assert business.bussiness_doc_type == "2"
+    # an identifier, not a date to check: 2014/02/30 is kept as written
+    assert business.document_id == "000.00.00.G22,2014/02/30,7806/VPCP-TTĐT"
+    info = business.bussiness_document_info
+    assert info is not None
+    assert (info.document_info, info.document_receiver) == ("1", "1")
+    assert [(r.receiver_type, r.organ_id) for r in info.receiver_list] == [
+        ("0", "000.00.00.H41"),
+        ("1", "000.00.00.H14"),
+    ]
+
+
+def test_replacement_parses_with_its_replacement_list(interop_dir: Path) -> None:
+    package = edxml.load((interop_dir / "edoc_replacement.edxml").read_bytes())
+    assert isinstance(package, edxml.DocumentPackage)
+    assert package.trace is not None and package.trace.bussiness is not None
+    business = package.trace.bussiness
+    assert business.bussiness_doc_type == "3" and business.document_id is None
+    replaced = [(r.document_id, r.organ_id_list) for r in business.replacement_info_list]
+    # the same entry twice: kept as two entries here; what a replace does with them is the
+    # lifecycle's business, not the reader's
+    assert replaced == [
+        ("000.00.00.G22,2014/01/30,7806/VPCP-TTĐT", ("000.00.00.H41", "000.00.00.H14"))
+    ] * 2
 
 
 def test_gateway_2025_is_refused_naming_from_and_to(interop_dir: Path) -> None:

@@ -421,10 +421,13 @@ def test_trust_configuration_errors_name_the_file(tmp_path: Path) -> None:
         signing.TrustStore.from_files(garbage)
 
 
-def test_the_revocation_sample_is_refused_as_unsigned(
-    verifier: signing.Verifier, interop_dir: Path
+@pytest.mark.parametrize(
+    "name", ["edoc_revocation.edxml", "edoc_update.edxml", "edoc_replacement.edxml"]
+)
+def test_the_business_samples_are_refused_as_unsigned(
+    verifier: signing.Verifier, interop_dir: Path, name: str
 ) -> None:
-    refusal = _refused(verifier, (interop_dir / "edoc_revocation.edxml").read_bytes())
+    refusal = _refused(verifier, (interop_dir / name).read_bytes())
     assert refusal.code == ErrorCode.UNSIGNED
     assert "not in the XML-DSig namespace" in refusal.message
 
