@@ -51,7 +51,8 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
+    """Does something listen on this port of 127.0.0.1?"""
     with socket.socket() as probe:
         probe.settimeout(0.2)
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -77,7 +78,13 @@ class LocalNode:
     def mgmt_url(self) -> str:
         return f"http://guest:guest@127.0.0.1:{self.mgmt_port}/"
 
-    def _environment(self) -> dict[str, str]:
+    @property
+    def running(self) -> bool:
+        """Both its AMQP and its management ports answer."""
+        return port_open(self.amqp_port) and port_open(self.mgmt_port)
+
+    def environment(self) -> dict[str, str]:
+        """The environment of its processes (``rabbitmq-server``, ``rabbitmqctl``)."""
         env = dict(os.environ)
         env.update(
             {
@@ -121,7 +128,7 @@ class LocalNode:
         log = (self.base / "server.out").open("ab")
         self.process = subprocess.Popen(
             [server],
-            env=self._environment(),
+            env=self.environment(),
             cwd=self.base,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -131,7 +138,7 @@ class LocalNode:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise LocalNodeError(f"the node exited: {self._tail()}")
-            if _port_open(self.amqp_port) and _port_open(self.mgmt_port):
+            if self.running:
                 return self
             time.sleep(0.25)
         self.kill()
@@ -149,21 +156,28 @@ class LocalNode:
         self.process = None
         deadline = time.monotonic() + 15  # the VM's sockets outlive the script by a moment
         while time.monotonic() < deadline and (
-            _port_open(self.amqp_port) or _port_open(self.mgmt_port)
+            port_open(self.amqp_port) or port_open(self.mgmt_port)
         ):
             time.sleep(0.1)
 
+    def ctl(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[bytes]:
+        """Run ``rabbitmqctl -n NODE ARGS`` against this node."""
+        ctl = _find(_CTL_CANDIDATES, "rabbitmqctl")
+        if ctl is None:
+            raise LocalNodeError("rabbitmqctl is not installed (it comes with rabbitmq-server)")
+        return subprocess.run(
+            [ctl, "-n", self.name, *args],
+            env=self.environment(),
+            capture_output=True,
+            timeout=60,
+            check=check,
+        )
+
     def shutdown(self) -> None:
         """Stop the node cleanly (falling back to a kill), keeping its data for a restart."""
-        ctl = _find(_CTL_CANDIDATES, "rabbitmqctl")
-        if self.process is not None and self.process.poll() is None and ctl is not None:
-            subprocess.run(
-                [ctl, "-n", self.name, "stop"],
-                env=self._environment(),
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(LocalNodeError, subprocess.TimeoutExpired):
+                self.ctl("stop")
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
         self.kill()

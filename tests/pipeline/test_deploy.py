@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,17 +85,6 @@ class DeployedNode(localnode.LocalNode):
         conf += f"\nprometheus.tcp.port = {self.prometheus_port}\nlog.console = false\n"
         (self.base / "rabbitmq.conf").write_text(conf)
 
-    def ctl(self, *args: str) -> None:
-        ctl = localnode._find(localnode._CTL_CANDIDATES, "rabbitmqctl")
-        assert ctl is not None
-        subprocess.run(
-            [ctl, "-n", self.name, *args],
-            env=self._environment(),
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-
 
 @pytest.fixture(scope="module")
 def node() -> Iterator[DeployedNode]:
@@ -105,9 +93,9 @@ def node() -> Iterator[DeployedNode]:
     deployed = DeployedNode()
     deployed.start()
     try:
-        deployed.ctl("add_user", ADMIN, PASSWORD)
-        deployed.ctl("set_user_tags", ADMIN, "administrator")
-        deployed.ctl("set_permissions", "-p", "/", ADMIN, ".*", ".*", ".*")
+        deployed.ctl("add_user", ADMIN, PASSWORD, check=True)
+        deployed.ctl("set_user_tags", ADMIN, "administrator", check=True)
+        deployed.ctl("set_permissions", "-p", "/", ADMIN, ".*", ".*", ".*", check=True)
         yield deployed
     finally:
         deployed.stop()
