@@ -13,6 +13,10 @@ grants here are the security model of DESIGN.md:
 - the workers' user: consume ``backbone.validate`` and ``backbone.tracker``, publish to
   ``edoc.deliver`` and ``backbone.events`` (nobody else may), configure nothing;
 - the operators' user: the dashboard (tag ``monitoring``), no access to any message.
+
+Principals (agencies, gateways) also get per-user limits on connections and channels
+(RabbitMQ user limits, global to the user): one misbehaving client cannot exhaust the
+broker for the others. The workers and the operators get none.
 """
 
 from __future__ import annotations
@@ -31,6 +35,21 @@ IDENTIFIER_WORDS = 4  # LLL.KK.MM.XNN
 
 
 @dataclass(frozen=True)
+class UserLimits:
+    """Connections and channels (over all its connections) one broker user may open."""
+
+    max_connections: int = 20
+    max_channels: int = 200
+
+    def as_broker(self) -> dict[str, int]:
+        """As the management API names them (``/api/user-limits``)."""
+        return {"max-connections": self.max_connections, "max-channels": self.max_channels}
+
+
+PRINCIPAL_LIMITS = UserLimits()
+
+
+@dataclass(frozen=True)
 class Grant:
     """What a broker user may do on the backbone's virtual host."""
 
@@ -39,6 +58,7 @@ class Grant:
     read: str = NOTHING
     topic: dict[str, str] = field(default_factory=dict)  # exchange -> routing-key pattern
     tags: tuple[str, ...] = ()
+    limits: UserLimits | None = None  # None: no user limits
 
     def permissions(self) -> dict[str, str]:
         return {"configure": self.configure, "write": self.write, "read": self.read}
@@ -76,11 +96,13 @@ def key_regex(pattern: str) -> str:
     return shapes[0] if len(shapes) == 1 else f"(?:{'|'.join(shapes)})"
 
 
-def agency_grant(code: str) -> Grant:
-    return gateway_grant(None, [code])
+def agency_grant(code: str, limits: UserLimits = PRINCIPAL_LIMITS) -> Grant:
+    return gateway_grant(None, [code], limits)
 
 
-def gateway_grant(name: str | None, patterns: Sequence[str]) -> Grant:
+def gateway_grant(
+    name: str | None, patterns: Sequence[str], limits: UserLimits = PRINCIPAL_LIMITS
+) -> Grant:
     """An agency (``name`` None, one exact pattern) or a gateway serving ``patterns``: it
     publishes submissions under the identifiers it serves and reads their inboxes."""
     keys = [key_regex(p) for p in patterns]
@@ -90,6 +112,7 @@ def gateway_grant(name: str | None, patterns: Sequence[str]) -> Grant:
         write=_exactly([re.escape(topology.SUBMIT)]),
         read=_exactly(queues),
         topic={topology.SUBMIT: _exactly(keys)},
+        limits=limits,
     )
 
 
@@ -161,8 +184,10 @@ def differences(
     permissions: dict[str, str] | None,
     topic: Iterable[dict[str, str]],
     tags: Iterable[str],
+    limits: dict[str, int] | None = None,
 ) -> list[str]:
-    """How what the broker has differs from ``grant``; empty when it matches."""
+    """How what the broker has differs from ``grant``; empty when it matches. ``limits``
+    are the user's limits as the broker reports them (``max-connections``...)."""
     found: list[str] = []
     have = permissions or {}
     if permissions is None:
@@ -183,4 +208,12 @@ def differences(
         found.append(f"tags lack {', '.join(sorted(missing))}")
     if extra:  # impersonator lets a user set any user_id; administrator, anything
         found.append(f"unexpected tags {', '.join(sorted(extra))}")
+    wanted_limits = grant.limits.as_broker() if grant.limits else {}
+    have_limits = limits or {}
+    for name in sorted(set(wanted_limits) | set(have_limits)):
+        if have_limits.get(name) != wanted_limits.get(name):
+            found.append(
+                f"{name} is {have_limits.get(name, 'none')}, "
+                f"expected {wanted_limits.get(name, 'none')}"
+            )
     return found

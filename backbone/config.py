@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     max_package_bytes: int = Field(32 * MiB, gt=0, description="largest package accepted")
     max_status_bytes: int = Field(256 * 1024, gt=0, description="largest status accepted")
     max_recipients: int = Field(100, ge=1, description="most recipients one package may name")
+    principal_max_connections: int = Field(
+        20, ge=1, description="connections one agency's or gateway's broker user may open"
+    )
+    principal_max_channels: int = Field(
+        200, ge=1, description="channels (over its connections) one principal's user may open"
+    )
     max_attachment_bytes: int = Field(24 * MiB, gt=0, description="largest decoded attachment")
     trust_bundle: Path | None = Field(
         None, description="PEM file of trust anchors for package signatures (no web roots)"

@@ -154,6 +154,17 @@ class Management:
     def delete_topic_permissions(self, vhost: str, user: str) -> None:
         self._call("DELETE", f"/topic-permissions/{_q(vhost)}/{_q(user)}", missing_ok=True)
 
+    def user_limits(self, name: str) -> dict[str, int]:
+        """``max-connections`` and ``max-channels`` of a user, those that are set."""
+        answer = self._call("GET", f"/user-limits/{_q(name)}", missing_ok=True) or []
+        return {str(k): int(v) for entry in answer for k, v in entry.get("value", {}).items()}
+
+    def set_user_limit(self, name: str, limit: str, value: int) -> None:
+        self._call("PUT", f"/user-limits/{_q(name)}/{_q(limit)}", {"value": value})
+
+    def clear_user_limit(self, name: str, limit: str) -> None:
+        self._call("DELETE", f"/user-limits/{_q(name)}/{_q(limit)}", missing_ok=True)
+
     # --- connections ------------------------------------------------------------------------
 
     def connections(self, user: str) -> list[dict[str, Any]]:
@@ -182,6 +193,15 @@ class Management:
 
     def exchanges(self, vhost: str) -> list[dict[str, Any]]:
         return list(self._call("GET", f"/exchanges/{_q(vhost)}") or [])
+
+    def bindings(self, vhost: str, exchange: str) -> list[tuple[str, str]]:
+        """(queue, routing key) of every binding from ``exchange`` to a queue."""
+        path = f"/exchanges/{_q(vhost)}/{_q(exchange)}/bindings/source"
+        return [
+            (str(b["destination"]), str(b["routing_key"]))
+            for b in self._call("GET", path, missing_ok=True) or []
+            if b.get("destination_type") == "queue"
+        ]
 
     def definitions(self) -> dict[str, Any]:
         """The broker's whole definitions document (with password hashes)."""

@@ -142,6 +142,7 @@ class Provisioner:
         if user is not None and changes and not closed:
             # channels opened under the old rights keep them: those connections must go
             closed = self.close_connections(username, "access changed")
+        changes += self._limit(username, grant)  # counts new connections: none to close
         return Provisioned(
             username,
             created=user is None,
@@ -149,6 +150,21 @@ class Provisioner:
             changes=tuple(changes),
             closed_connections=closed,
         )
+
+    def _limit(self, username: str, grant: Grant) -> list[str]:
+        """Set the grant's user limits (and clear those it does not have). They count
+        new connections and channels: open ones above a lowered limit stay."""
+        wanted = grant.limits.as_broker() if grant.limits else {}
+        have = self.mgmt.user_limits(username)
+        if have == wanted:
+            return []
+        for name, value in wanted.items():
+            if have.get(name) != value:
+                self.mgmt.set_user_limit(username, name, value)
+        for name in set(have) - set(wanted):
+            self.mgmt.clear_user_limit(username, name)
+        shown = ", ".join(f"{k} {v}" for k, v in wanted.items()) or "none"
+        return [f"limits set ({shown})"]
 
     def revoke(self, username: str) -> Revoked:
         """Take the backbone's virtual host from ``username`` and close its connections

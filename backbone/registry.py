@@ -9,14 +9,16 @@ made the change.
 from __future__ import annotations
 
 import csv
+import re
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
 
+from . import topology
 from .agency import AgencyCode, AgencyCodeError, PatternError, topic_matches, validate_pattern
 from .errors import BackboneError
 from .signing.pki import fingerprint
@@ -26,6 +28,9 @@ from .store.models import AccessChange, Agency, Principal
 
 _MISSING = object()
 IMPORT_BATCH = 2000
+NAME_LENGTH = 500  # an agency's name (the column's size)
+GATEWAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a broker user and a queue name
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class RegistryError(BackboneError):
@@ -75,39 +80,66 @@ class Registry:
     # --- agencies -------------------------------------------------------------------------
 
     async def add_agency(
-        self, code: str, name: str, *, parent: str | None = None, principal: bool = True
+        self,
+        code: str,
+        name: str,
+        *,
+        parent: str | None = None,
+        principal: bool = True,
+        certificates: Iterable[x509.Certificate] = (),
     ) -> Agency:
-        """Register (or re-activate and rename) an agency; with ``principal``, also the
-        broker user that acts for it alone (its username is the identifier)."""
+        """Register (or re-activate and rename) an agency with the certificates it signs
+        with; with ``principal``, also the broker user that acts for it alone (its
+        username is the identifier). All or nothing: every check comes before the one
+        transaction that writes."""
         agency = _code(code)
         parent_code = _parent(agency, parent)
-        if not name.strip():
-            raise RegistryError(f"{code}: the name is empty")
+        clean = agency_name(name, str(agency))
+        certificates = list(certificates)
         async with self.store.transaction() as session:
             if parent_code is not None and await repo.get_agency(session, str(parent_code)) is None:
                 raise RegistryError(f"{code}: the parent {parent_code} is not registered")
-            await repo.upsert_agencies(session, [repo.AgencyRow(agency, name.strip(), parent_code)])
+            existing = await repo.get_principal(session, code) if principal else None
+            if existing is not None and existing.kind != "agency":
+                raise RegistryError(f"{code} is already the name of a gateway")
+            new_certificates = []
+            for certificate in certificates:
+                bound = await repo.find_certificate(session, fingerprint(certificate))
+                if bound is not None and bound.agency_code != code:
+                    raise RegistryError(
+                        f"{code}: this certificate ({certificate.subject.rfc4514_string()}) "
+                        f"is already registered for {bound.agency_code}; nothing was changed"
+                    )
+                if bound is None:
+                    new_certificates.append(certificate)
+            await repo.upsert_agencies(session, [repo.AgencyRow(agency, clean, parent_code)])
             if principal:
-                existing = await repo.get_principal(session, code)
                 if existing is None:
                     await repo.add_principal(session, code, "agency", [code])
-                elif existing.kind != "agency":
-                    raise RegistryError(f"{code} is already the name of a gateway")
                 elif not existing.active:
                     existing.active = True
+            for certificate in new_certificates:
+                await repo.add_certificate(session, code, certificate)
             row = await repo.get_agency(session, code)
         self._cache.clear()
         assert row is not None
         return row
 
-    async def deactivate_agency(self, code: str) -> None:
+    async def deactivate_agency(self, code: str) -> bool:
         """Deactivate, with its own principal: it can no longer send or receive; its
-        history stays."""
+        history stays. False when it was already inactive (nothing changed)."""
+        agency = str(_code(code))
         async with self.store.transaction() as session:
-            if not await repo.set_agency_active(session, str(_code(code)), False):
+            row = await repo.get_agency(session, agency)
+            if row is None:
                 raise RegistryError(f"{code} is not registered")
-            await repo.set_principal_active(session, code, False)
+            principal = await repo.get_principal(session, agency)
+            if not row.active and (principal is None or not principal.active):
+                return False
+            await repo.set_agency_active(session, agency, False)
+            await repo.set_principal_active(session, agency, False)
         self._cache.clear()
+        return True
 
     async def get_agency(self, code: str) -> Agency | None:
         async with self.store.sessions() as session:
@@ -130,25 +162,18 @@ class Registry:
         """Import ``code,name,parent`` rows; idempotent. Parents may come in any order."""
         report = ImportReport()
         rows: dict[str, tuple[int, repo.AgencyRow]] = {}
-        with Path(path).open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            missing = {"code", "name", "parent"} - set(reader.fieldnames or ())
-            if missing:
-                absent = ", ".join(sorted(missing))
-                raise RegistryError(f"{path}: the header must be code,name,parent (no {absent})")
-            for record in reader:
-                line = reader.line_num
-                try:
-                    row = _csv_row(record)
-                except RegistryError as exc:
-                    report.refused.append((line, str(exc)))
-                    continue
-                if str(row.code) in rows:
-                    report.refused.append(
-                        (line, f"{row.code} already appears on line {rows[str(row.code)][0]}")
-                    )
-                    continue
-                rows[str(row.code)] = (line, row)
+        for line, record in _csv_records(Path(path)):
+            try:
+                row = _csv_row(record)
+            except RegistryError as exc:
+                report.refused.append((line, str(exc)))
+                continue
+            if str(row.code) in rows:
+                report.refused.append(
+                    (line, f"{row.code} already appears on line {rows[str(row.code)][0]}")
+                )
+                continue
+            rows[str(row.code)] = (line, row)
         ordered = sorted(rows.values(), key=lambda item: (item[1].code.level, str(item[1].code)))
         async with self.store.sessions() as session:
             wanted = {str(r.parent) for _, r in ordered if r.parent and str(r.parent) not in rows}
@@ -186,8 +211,7 @@ class Registry:
 
     async def add_gateway(self, name: str, patterns: list[str]) -> Principal:
         """A provincial gateway: one broker user acting for every agency its patterns match."""
-        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise RegistryError(f"{name!r}: a gateway name uses letters, digits, '-', '_' or '.'")
+        gateway_name(name)
         if AgencyCode.is_valid(name):
             raise RegistryError(f"{name!r} is an agency identifier; name the gateway otherwise")
         if not patterns:
@@ -213,14 +237,32 @@ class Registry:
         self._cache.clear()
         return principal
 
-    async def remove_gateway(self, name: str) -> None:
-        """Deactivate a gateway's principal: it can no longer act for anyone."""
+    async def remove_gateway(self, name: str) -> bool:
+        """Deactivate a gateway's principal: it can no longer act for anyone. False when
+        it was already inactive (nothing changed)."""
         async with self.store.transaction() as session:
             principal = await repo.get_principal(session, name)
             if principal is None or principal.kind != "gateway":
                 raise RegistryError(f"{name} is not a registered gateway")
+            if not principal.active:
+                return False
             principal.active = False
         self._cache.clear()
+        return True
+
+    async def delivery_queues(self) -> dict[str, str]:
+        """Every registered agency (active or not) and the one queue that receives its
+        deliveries (``topology.serving_queue``)."""
+        async with self.store.sessions() as session:
+            agencies = await repo.list_agencies(session, include_inactive=True)
+            principals = await repo.list_principals(session)
+        own = {p.username for p in principals if p.kind == "agency" and p.active}
+        gateways = [
+            (p.username, [s.pattern for s in p.scopes])
+            for p in principals
+            if p.kind == "gateway" and p.active
+        ]
+        return {a.code: topology.serving_queue(a.code, a.code in own, gateways) for a in agencies}
 
     async def get_principal(self, username: str) -> Principal | None:
         async with self.store.sessions() as session:
@@ -332,10 +374,37 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _code(value: str) -> AgencyCode:
+    """An identifier exactly as given: `` 000.00.00.H42 `` is not one (it would become a
+    broker user and a queue name with the spaces)."""
     try:
-        return AgencyCode.parse(value.strip())
+        return AgencyCode.parse(value)
     except AgencyCodeError as exc:
         raise RegistryError(str(exc)) from None
+
+
+def agency_name(name: str, code: str) -> str:
+    """An agency's name, stripped: not empty, at most NAME_LENGTH characters, no control
+    characters (it is shown in terminals and reports)."""
+    clean = name.strip()
+    if not clean:
+        raise RegistryError(f"{code}: the name is empty")
+    if len(clean) > NAME_LENGTH:
+        raise RegistryError(f"{code}: the name has {len(clean)} characters, at most {NAME_LENGTH}")
+    if _CONTROL.search(clean):
+        raise RegistryError(f"{code}: the name contains a control character")
+    return clean
+
+
+def gateway_name(name: str) -> str:
+    """A gateway's name is a broker user and part of a queue name: 1 to 64 ASCII letters,
+    digits, '.', '_' or '-', starting with a letter or digit."""
+    if not GATEWAY_NAME.fullmatch(name):
+        shown = repr(name if len(name) <= 70 else name[:70] + "…")
+        raise RegistryError(
+            f"{shown} is not a gateway name: 1 to 64 ASCII letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 def _parent(code: AgencyCode, parent: str | None) -> AgencyCode | None:
@@ -349,10 +418,81 @@ def _parent(code: AgencyCode, parent: str | None) -> AgencyCode | None:
     return parent_code
 
 
-def _csv_row(record: dict[str, str | None]) -> repo.AgencyRow:
-    raw_code = (record.get("code") or "").strip()
-    name = (record.get("name") or "").strip()
-    code = _code(raw_code)
-    if not name:
-        raise RegistryError(f"{code}: the name is empty")
-    return repo.AgencyRow(code, name, _parent(code, (record.get("parent") or "").strip()))
+CSV_HEADER = ("code", "name", "parent")
+_DELIMITERS = {";": "';'", "\t": "a tab", "|": "'|'"}
+
+
+def _csv_records(path: Path) -> list[tuple[int, dict[str, str] | str]]:
+    """(line, record) of each row after the header, or (line, why it is refused) for a
+    row with too few or too many columns. A file that cannot be read as this CSV at all
+    (not UTF-8, another delimiter, other columns, a quote not closed) is refused whole,
+    naming the file and the line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RegistryError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    records: list[tuple[int, dict[str, str] | str]] = []
+    line = 1
+    try:
+        header = [h.strip() for h in next(reader, [])]
+        _check_header(path, header)
+        while True:
+            line = reader.line_num + 1
+            fields = next(reader, None)
+            if fields is None:
+                break
+            if not any(f.strip() for f in fields):
+                continue  # a blank line
+            if len(fields) != len(CSV_HEADER):
+                records.append((line, _columns(len(fields))))
+                continue
+            records.append((line, dict(zip(CSV_HEADER, fields, strict=True))))
+    except csv.Error as exc:
+        raise RegistryError(f"{path}:{line}: {_csv_fault(exc)}") from None
+    return records
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    if tuple(header) == CSV_HEADER:
+        return
+    joined = ",".join(header)
+    for delimiter, shown in _DELIMITERS.items():
+        if tuple(h.strip() for h in joined.split(delimiter)) == CSV_HEADER:
+            raise RegistryError(
+                f"{path}:1: the columns are separated by {shown}; use ',' "
+                "(the header must be code,name,parent)"
+            )
+    missing = [c for c in CSV_HEADER if c not in header]
+    extra = [h for h in header if h not in CSV_HEADER]
+    said = [f"no {', '.join(missing)}"] if missing else []
+    said += [f"unexpected {', '.join(repr(e[:40]) for e in extra)}"] if extra else []
+    said += [] if said else ["the columns are in another order"]
+    raise RegistryError(f"{path}:1: the header must be code,name,parent ({'; '.join(said)})")
+
+
+def _columns(count: int) -> str:
+    hint = " (a ',' inside a name needs the name in double quotes)" if count > 3 else ""
+    return f"{count} column(s), expected 3: code,name,parent{hint}"
+
+
+def _csv_fault(exc: csv.Error) -> str:
+    text = str(exc)
+    if "unexpected end of data" in text or "EOF" in text:
+        return "a quoted field is not closed (a '\"' is missing)"
+    return f"not valid CSV ({text})"
+
+
+def _csv_row(record: dict[str, str] | str) -> repo.AgencyRow:
+    if isinstance(record, str):
+        raise RegistryError(record)
+    code = _code(record["code"].strip())
+    name = agency_name(record["name"], str(code))
+    return repo.AgencyRow(code, name, _parent(code, record["parent"].strip()))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from typer import _click
+from typer.core import TyperGroup
 
 from .. import __version__, edxml, signing
 from ..config import describe, get_settings
@@ -14,7 +19,45 @@ from ..errors import PackageError, TrustConfigError
 from ..logs import configure
 from ._common import fail, read_limited
 
+
+class _Backbone(TyperGroup):
+    """The top-level command: usage errors and anything unexpected end as one line
+    ``error: ...`` too (BACKBONE_LOG_LEVEL=DEBUG keeps the traceback of the unexpected)."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except _click.exceptions.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
+            code = _error(f"{exc.format_message()}{where}", exc.exit_code)
+        except _click.exceptions.ClickException as exc:
+            code = _error(exc.format_message(), exc.exit_code)
+        except typer.Abort:
+            code = _error("aborted", 1)
+        except Exception as exc:
+            if os.environ.get("BACKBONE_LOG_LEVEL", "").upper() == "DEBUG":
+                raise
+            code = _error(f"unexpected {type(exc).__name__}: {exc}", 1)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str, code: int) -> int:
+    fail(message)
+    return code
+
+
 app = typer.Typer(
+    cls=_Backbone,
     name="backbone",
     help="Document-exchange backbone: signed edXML packages between agencies over RabbitMQ.",
     no_args_is_help=True,
@@ -150,6 +193,7 @@ def demo() -> None:
 from . import access as _access  # noqa: E402,F401
 from . import agencies as _agencies  # noqa: E402,F401
 from . import bench as _bench  # noqa: E402,F401
+from . import node as _node  # noqa: E402,F401
 from . import pipeline as _pipeline  # noqa: E402,F401
 from . import signatures as _signatures  # noqa: E402,F401
 from . import tracking as _tracking  # noqa: E402,F401

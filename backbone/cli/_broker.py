@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import aio_pika
@@ -14,11 +15,11 @@ from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import AMQPError
 
 from .. import topology
-from ..access import Grant
+from ..access import Grant, UserLimits
 from ..config import get_settings
 from ..mgmt import Management, ManagementError
 from ..provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
-from ._common import fail
+from ._common import fail, with_registry
 
 T = TypeVar("T")
 
@@ -99,11 +100,86 @@ def _not_provisioned(username: str, exc: ManagementError) -> typer.Exit:
     )
 
 
-def has_user(username: str) -> bool:
+def has_user(username: str) -> bool | None:
+    """Does the broker have this user? None when the management API cannot say."""
     try:
         return provisioner().mgmt.user(username) is not None
+    except ManagementError:
+        return None
+
+
+def principal_limits() -> UserLimits:
+    """The connection and channel limits of every principal's broker user
+    (``BACKBONE_PRINCIPAL_MAX_CONNECTIONS``, ``BACKBONE_PRINCIPAL_MAX_CHANNELS``)."""
+    settings = get_settings()
+    return UserLimits(settings.principal_max_connections, settings.principal_max_channels)
+
+
+@dataclass(frozen=True)
+class Routes:
+    """What ``route`` changed on edoc.deliver: (queue, agency) bindings."""
+
+    bound: frozenset[topology.Binding]
+    unbound: frozenset[topology.Binding]
+
+    def lines(self, listed: int = 10) -> list[str]:
+        """One line per agency whose queue changed; a count past ``listed``."""
+        if len(self.bound) + len(self.unbound) > listed:
+            return [
+                f"deliveries: {len(self.bound)} binding(s) added, "
+                f"{len(self.unbound)} removed on {topology.DELIVER}"
+            ]
+        before = {key: queue for queue, key in self.unbound}
+        said = [
+            f"deliveries to {key} go to {queue}"
+            + (f" (instead of {before[key]})" if key in before else "")
+            for queue, key in sorted(self.bound, key=lambda b: b[1])
+        ]
+        now = {key for _, key in self.bound}
+        said += [
+            f"{queue} no longer receives deliveries to {key}"
+            for queue, key in sorted(self.unbound)
+            if key not in now
+        ]
+        return said
+
+
+def route() -> Routes | None:
+    """Bind every registered agency to the one queue that serves it
+    (``topology.serving_queue``) and remove every other binding to an inbox or gateway
+    queue. None (with a warning) when the broker cannot be reached: ``backbone init``
+    does it later."""
+    settings = get_settings()
+    wanted = with_registry(lambda r: r.delivery_queues())
+    try:
+        current = provisioner().mgmt.bindings(settings.vhost, topology.DELIVER)
     except ManagementError as exc:
-        raise _not_provisioned(username, exc) from None
+        _not_routed(str(exc))
+        return None
+    bind, unbind = topology.route_changes(wanted, current)
+    if bind or unbind:
+        try:
+            on_channel(
+                lambda channel: topology.apply_routes(
+                    channel, bind, unbind, settings.delivery_limit
+                )
+            )
+        except BrokerUnreachable as exc:
+            _not_routed(str(exc))
+            return None
+        except BrokerRefused as exc:
+            raise fail(
+                f"the broker refused to bind the inboxes: {exc} (run `backbone init` first)"
+            ) from None
+    return Routes(frozenset(bind), frozenset(unbind))
+
+
+def _not_routed(why: str) -> None:
+    typer.echo(
+        f"warning: inboxes not declared and bound, the broker is unreachable ({why}); "
+        "run `backbone init` once it is up",
+        err=True,
+    )
 
 
 def revoke(username: str) -> Revoked:

@@ -10,10 +10,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import typer
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from .. import signing
 from ..config import get_settings
 from ..registry import Registry, RegistryError
+from ..signing.pki import AGENCY_ATTRIBUTE, PrivateKey
 from ..store import Store
 
 T = TypeVar("T")
@@ -98,3 +103,34 @@ def with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
         raise database_failure(exc, settings.database_url) from None
     except ValueError as exc:
         raise fail(str(exc)) from None
+
+
+def load_signer(key: Path, cert: Path) -> tuple[PrivateKey, list[x509.Certificate]]:
+    """The key and certificate chain to sign with, each file's fault in our words, and
+    refused when the key is not the certificate's."""
+    try:
+        private = signing.load_private_key(str(key))
+    except OSError as exc:
+        raise os_failure(key, exc, "cannot read") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise fail(f"{key}: not an unencrypted PEM private key (RSA or EC)") from None
+    try:
+        chain = signing.load_certificates(str(cert))
+    except OSError as exc:
+        raise os_failure(cert, exc, "cannot read") from None
+    except ValueError:
+        raise fail(f"{cert}: not a PEM certificate") from None
+    if not chain:
+        raise fail(f"{cert}: not a PEM certificate")
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(serialization.Encoding.DER, public) != chain[
+        0
+    ].public_key().public_bytes(serialization.Encoding.DER, public):
+        raise fail(f"{key} is not the key of the certificate {cert}")
+    return private, chain
+
+
+def certificate_agency(certificate: x509.Certificate) -> str | None:
+    """The agency identifier in a certificate's subject (the UID attribute), if any."""
+    values = certificate.subject.get_attributes_for_oid(AGENCY_ATTRIBUTE)
+    return str(values[0].value) if values else None

@@ -4,6 +4,7 @@ and the definitions that reproduce a deployment (``topology export``)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from ..config import get_settings
 from ..mgmt import Management, ManagementError, user_tags
 from ..registry import Registry
 from ..store.models import AccessChange, Principal
+from . import _broker as broker
 from . import app
 from ._common import fail, with_registry
 
@@ -33,6 +35,8 @@ app.add_typer(access_app, name="access")
 app.add_typer(topology_app, name="topology")
 
 LISTED = 6  # inboxes named one by one before they are counted instead
+DEFAULT_EXPORT = Path("deploy/rabbitmq/definitions.json")  # tracked: rewritten only on --force
+_USER_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,255}")  # what RabbitMQ and a terminal take
 
 
 def _expected(name: str, principal: Principal | None) -> tuple[str, Grant | None]:
@@ -46,11 +50,12 @@ def _expected(name: str, principal: Principal | None) -> tuple[str, Grant | None
         return "not a principal of the registry", None
     patterns = [s.pattern for s in principal.scopes]
     state = "active" if principal.active else "removed"
+    limits = broker.principal_limits()
     if principal.kind == "gateway":
         what = f"gateway principal serving {', '.join(patterns)} ({state} in the registry)"
-        return what, gateway_grant(name, patterns) if principal.active else None
+        return what, gateway_grant(name, patterns, limits) if principal.active else None
     what = f"agency principal ({state} in the registry)"
-    return what, agency_grant(name) if principal.active else None
+    return what, agency_grant(name, limits) if principal.active else None
 
 
 def _names(resources: list[Resource], allowed: bool, attribute: str, kind: str) -> list[str]:
@@ -79,12 +84,17 @@ def access_check(
     """Print what a broker user can and cannot do on the backbone's virtual host, read
     from the broker, and whether that matches what the registry grants it.
     Exit status 0 when it matches, 1 when it differs or the user is unknown."""
+    if not _USER_NAME.fullmatch(name):
+        raise fail(
+            f"{name[:60]!r} is not a broker user name: 1 to 255 characters, no control characters"
+        )
     settings = get_settings()
     mgmt = Management(settings.mgmt_url)
     vhost = settings.vhost
     principal, history = with_registry(lambda r: _principal_and_history(r, name))
     try:
         user = mgmt.user(name)
+        limits = mgmt.user_limits(name) if user else {}
         permissions = mgmt.permissions(vhost, name)
         topic = mgmt.topic_permissions(vhost, name)
         connections = [c for c in mgmt.connections(name) if c.get("vhost") == vhost]
@@ -98,7 +108,7 @@ def access_check(
     drift: list[str] = []
     if grant is not None:
         drift = ["the broker user does not exist"] if user is None else []
-        drift += differences(grant, permissions, topic, tags) if user else []
+        drift += differences(grant, permissions, topic, tags, limits) if user else []
     elif principal is not None and (user is not None and permissions is not None):
         drift = ["it was removed from the registry but still has access to the virtual host"]
     elif permissions is not None and "administrator" not in tags:
@@ -111,6 +121,7 @@ def access_check(
         "user_exists": user is not None,
         "tags": tags,
         "open_connections": len(connections),
+        "limits": limits,
         "permissions": {k: permissions.get(k, "") for k in ("configure", "write", "read")}
         if permissions
         else None,
@@ -152,6 +163,9 @@ def _print(report: dict[str, Any], expected: bool) -> None:
             f"  broker user: exists; tags {tags}; "
             f"{report['open_connections']} open connection(s) to {report['vhost']!r}"
         )
+        limits = report["limits"]
+        shown_limits = ", ".join(f"{k} {v}" for k, v in sorted(limits.items()))
+        echo(f"  limits: {shown_limits or 'none (unlimited connections and channels)'}")
     permissions = report["permissions"]
     if permissions is None:
         echo("  permissions: none on this virtual host (it cannot connect to it)")
@@ -185,13 +199,25 @@ def _print(report: dict[str, Any], expected: bool) -> None:
 
 @topology_app.command("export")
 def topology_export(
-    out: Annotated[Path, typer.Option(help="Where to write the definitions file.")] = Path(
-        "deploy/rabbitmq/definitions.json"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Where to write the definitions file (required unless --force)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help=f"Write {DEFAULT_EXPORT}, the tracked file, when --out is not given."),
+    ] = False,
 ) -> None:
     """Write a RabbitMQ definitions file of the backbone's virtual host: exchanges, queues,
     bindings, policies, the principals', workers' and operators' users with their
     permissions, without passwords. RabbitMQ's load_definitions reads it back."""
+    if out is None and not force:
+        raise fail(
+            f"say where to write: --out FILE (or --force to rewrite the tracked {DEFAULT_EXPORT})"
+        )
+    target = out or DEFAULT_EXPORT
+    if target.is_dir():
+        raise fail(f"{target} is a directory; --out names a file")
     settings = get_settings()
     try:
         full = Management(settings.mgmt_url).definitions()
@@ -201,12 +227,12 @@ def topology_export(
     if not document["vhosts"]:
         raise fail(f"the broker has no virtual host {settings.vhost!r}: run `backbone init`")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
-        raise fail(f"cannot write {out}: {exc.strerror or exc}") from None
+        raise fail(f"cannot write {target}: {exc.strerror or exc}") from None
     typer.echo(
-        f"{out}: {len(document['exchanges'])} exchanges, {len(document['queues'])} queues, "
+        f"{target}: {len(document['exchanges'])} exchanges, {len(document['queues'])} queues, "
         f"{len(document['bindings'])} bindings, {len(document['users'])} users "
         "(without passwords)"
     )

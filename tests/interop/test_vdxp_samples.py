@@ -95,9 +95,10 @@ def test_replacement_parses_with_its_replacement_list(interop_dir: Path) -> None
     replaced = [(r.document_id, r.organ_id_list) for r in business.replacement_info_list]
     # the same entry twice: kept as two entries here; what a replace does with them is the
     # lifecycle's business, not the reader's
-    assert replaced == [
-        ("000.00.00.G22,2014/01/30,7806/VPCP-TTĐT", ("000.00.00.H41", "000.00.00.H14"))
-    ] * 2
+    assert (
+        replaced
+        == [("000.00.00.G22,2014/01/30,7806/VPCP-TTĐT", ("000.00.00.H41", "000.00.00.H14"))] * 2
+    )
 
 
 def test_gateway_2025_is_refused_naming_from_and_to(interop_dir: Path) -> None:

@@ -102,14 +102,24 @@ def test_evaluate_and_differences_read_what_the_broker_reports() -> None:
     assert (topology.SUBMIT, True, False) in allowed
     assert (topology.DELIVER, False, False) in allowed
     assert ("inbox.000.00.15.H41", False, True) in allowed and ("inbox.x", False, False) in allowed
-    assert differences(grant, broker, topic, []) == []
+    limits = {"max-connections": 20, "max-channels": 200}
+    assert differences(grant, broker, topic, [], limits) == []
     widened = {**broker, "read": ".*"}
-    assert differences(grant, widened, topic, []) == [f"read is '.*', expected {grant.read!r}"]
+    assert differences(grant, widened, topic, [], limits) == [
+        f"read is '.*', expected {grant.read!r}"
+    ]
+    assert differences(grant, broker, topic, [], {"max-connections": 20}) == [
+        "max-channels is none, expected 200"
+    ]
+    assert differences(workers_grant(), workers_grant().permissions(), [], [], limits) == [
+        "max-channels is 200, expected none",
+        "max-connections is 20, expected none",
+    ]
     assert "routing keys on edoc.submit are unrestricted" in differences(grant, broker, [], [])[0]
-    assert differences(grant, None, topic, []) == ["no permissions on the virtual host"]
+    assert differences(grant, None, topic, [], limits) == ["no permissions on the virtual host"]
     nothing = {"configure": "", "write": "", "read": ""}
     assert differences(operators_grant(), nothing, [], []) == ["tags lack monitoring"]
-    assert differences(grant, broker, topic, ["impersonator"]) == [
+    assert differences(grant, broker, topic, ["impersonator"], limits) == [
         "unexpected tags impersonator"  # it could set any user_id
     ]
 
@@ -167,3 +177,51 @@ def test_the_export_keeps_one_virtual_host_and_no_secret() -> None:
     assert exported["vhosts"] == [{"name": "/"}]
     assert [p["user"] for p in exported["permissions"]] == ["000.00.15.H41"]
     assert len(exported["topic_permissions"]) == 1
+
+
+# --- which queue serves an agency: one, whatever registers it -----------------------------
+
+PROVINCE = ("lgsp-h41", ["*.*.*.H41"])
+DISTRICT = ("lgsp-h41-15", ["*.*.15.H41"])
+EVERYONE = ("national", ["#"])
+
+
+@pytest.mark.parametrize(
+    ("code", "own_principal", "gateways", "queue"),
+    [
+        # an agency's own principal wins over any gateway
+        ("000.00.00.H41", True, [PROVINCE], "inbox.000.00.00.H41"),
+        ("000.00.00.H41", True, [], "inbox.000.00.00.H41"),
+        # a gateway wins over a bare (imported, no broker user) agency's inbox
+        ("000.00.00.H41", False, [PROVINCE], "gateway.lgsp-h41"),
+        ("000.00.00.H42", False, [PROVINCE], "inbox.000.00.00.H42"),  # not covered
+        ("000.00.00.H42", False, [], "inbox.000.00.00.H42"),  # waits for a user
+        # overlapping gateways: the most specific pattern, then the first name
+        ("000.00.15.H41", False, [PROVINCE, DISTRICT], "gateway.lgsp-h41-15"),
+        ("000.00.16.H41", False, [PROVINCE, DISTRICT], "gateway.lgsp-h41"),
+        ("000.00.16.H41", False, [EVERYONE, PROVINCE], "gateway.lgsp-h41"),
+        ("000.00.16.H42", False, [EVERYONE, PROVINCE], "gateway.national"),
+        ("000.00.16.H41", False, [("b", ["*.*.*.H41"]), ("a", ["*.*.*.H41"])], "gateway.a"),
+    ],
+)
+def test_each_agency_is_served_by_exactly_one_queue(
+    code: str, own_principal: bool, gateways: list[tuple[str, list[str]]], queue: str
+) -> None:
+    assert topology.serving_queue(code, own_principal, gateways) == queue
+
+
+def test_route_changes_leave_one_binding_per_agency_and_drop_the_stale_ones() -> None:
+    wanted = {"000.00.00.H41": "inbox.000.00.00.H41", "000.00.15.H41": "gateway.lgsp-h41"}
+    current = [
+        ("inbox.000.00.00.H41", "000.00.00.H41"),  # kept
+        ("gateway.lgsp-h41", "*.*.*.H41"),  # a pattern binding of an older version
+        ("inbox.000.00.15.H41", "000.00.15.H41"),  # now served by the gateway
+        (topology.VALIDATE, "#"),  # not a delivery queue: not the registry's business
+    ]
+    bind, unbind = topology.route_changes(wanted, current)
+    assert bind == {("gateway.lgsp-h41", "000.00.15.H41")}
+    assert unbind == {
+        ("gateway.lgsp-h41", "*.*.*.H41"),
+        ("inbox.000.00.15.H41", "000.00.15.H41"),
+    }
+    assert topology.route_changes(wanted, [(q, c) for c, q in wanted.items()]) == (set(), set())

@@ -282,7 +282,7 @@ def test_eight_million_empty_elements_are_refused_before_the_tree() -> None:
 
 
 def test_memory_stays_bounded_on_a_32_mb_flat_package() -> None:
-    """In a fresh process (its peak resident memory is its own): 32 MB of bytes, no tree of 8 million."""
+    """In a fresh process (its peak memory its own): 32 MB of bytes, no tree of 8 million."""
     done = subprocess.run(
         [sys.executable, "-c", FLAT], capture_output=True, text=True, timeout=120, check=True
     )
