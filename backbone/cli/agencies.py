@@ -65,6 +65,11 @@ def init(
 
     async def declare_everything(channel: AbstractChannel) -> None:
         await topology.declare(channel, settings.delivery_limit)
+        for principal in principals:  # a gateway's queue, bound or not, is its to read
+            if principal.kind == "gateway":
+                await topology.declare_gateway(
+                    channel, principal.username, [], settings.delivery_limit
+                )
 
     if not broker.declare("the topology", declare_everything):
         raise typer.Exit(1)
@@ -462,6 +467,10 @@ def gateway_add(
     _not_someone_elses(name, secret, rotate_password)
     with_registry(lambda r: r.add_gateway(name, serves))
     typer.echo(f"gateway {name} serves {', '.join(serves)}")
+    broker.declare(  # its queue, even while every agency it covers has an inbox of its own
+        f"the queue of gateway {name}",
+        lambda channel: topology.declare_gateway(channel, name, [], get_settings().delivery_limit),
+    )
     _show_routes(broker.route())
     done = broker.provision(
         name,
