@@ -10,7 +10,8 @@ grants here are the security model of DESIGN.md:
 - an agency's user: write ``edoc.submit`` with its own identifier as the only routing key,
   read its own inbox, configure nothing;
 - a gateway's user: the same for every agency its patterns match, and its gateway queue;
-- the workers' user: consume ``backbone.validate`` and ``backbone.tracker``, publish to
+- the workers' user: consume ``backbone.validate``, ``backbone.tracker`` and
+  ``backbone.unroutable`` (to report undeliverable copies), publish to
   ``edoc.deliver`` and ``backbone.events`` (nobody else may), configure nothing;
 - the operators' user: the dashboard (tag ``monitoring``), no access to any message.
 
@@ -120,7 +121,9 @@ def workers_grant() -> Grant:
     """The backbone's own user: the only one that may publish deliveries and events."""
     return Grant(
         write=_exactly(re.escape(x) for x in (topology.DELIVER, topology.EVENTS)),
-        read=_exactly(re.escape(x) for x in (topology.VALIDATE, topology.TRACKER)),
+        read=_exactly(
+            re.escape(x) for x in (topology.VALIDATE, topology.TRACKER, topology.UNROUTABLE)
+        ),
     )
 
 

@@ -84,21 +84,32 @@ class Pipeline:
         return Provisioner(self.broker.mgmt, self.vhost)
 
     async def add_agency(self, code: str, name: str | None = None, *, inbox: bool = True) -> None:
-        """Registry, broker user (provisioned as `agency add` does), and inbox."""
-        await self.registry.add_agency(code, name or code)
-        await asyncio.to_thread(
-            self.provisioner.ensure, code, access.agency_grant(code), password=PASSWORD
-        )
+        """Registry, and with ``inbox`` its broker user (provisioned as `agency add` does)
+        and inbox; without, an agency with neither, which only a gateway can serve (or
+        nothing: its copies are undeliverable)."""
+        await self.registry.add_agency(code, name or code, principal=inbox)
         if inbox:
+            await asyncio.to_thread(
+                self.provisioner.ensure, code, access.agency_grant(code), password=PASSWORD
+            )
             await declare(self.url(), lambda ch: topology.declare_inbox(ch, code))
 
     async def add_gateway(self, name: str, patterns: list[str]) -> None:
-        """Registry, broker user (as `gateway add` does), and the gateway's queue."""
+        """Registry, broker user and queue (as `gateway add` does), and the bindings."""
         await self.registry.add_gateway(name, patterns)
         await asyncio.to_thread(
             self.provisioner.ensure, name, access.gateway_grant(name, patterns), password=PASSWORD
         )
-        await declare(self.url(), lambda ch: topology.declare_gateway(ch, name, patterns))
+        await declare(self.url(), lambda ch: topology.declare_gateway(ch, name, []))
+        await self.route()
+
+    async def route(self) -> None:
+        """Bind every registered agency to the one queue that serves it, as every registry
+        command does (``backbone.cli._broker.route``)."""
+        wanted = await self.registry.delivery_queues()
+        current = await asyncio.to_thread(self.broker.mgmt.bindings, self.vhost, topology.DELIVER)
+        bind, unbind = topology.route_changes(wanted, current)
+        await declare(self.url(), lambda ch: topology.apply_routes(ch, bind, unbind))
 
 
 async def declare(url: str, work: object) -> None:

@@ -32,6 +32,7 @@ from .test_routing import document, drain, rejection
 pytestmark = pytest.mark.pipeline
 A, B = SENDER, "000.00.00.H41"  # two agencies with users of their own
 H41_UNIT, H42_UNIT = "000.00.15.H41", "000.00.15.H42"
+H41_BARE = "000.00.16.H41"  # no broker user of its own: the gateway serves it
 GATEWAY = "lgsp-h41"
 
 
@@ -200,6 +201,7 @@ async def province(pipeline: Pipeline) -> Pipeline:
     await pipeline.add_agency(A)
     for code in (H41_UNIT, H42_UNIT):
         await pipeline.add_agency(code)
+    await pipeline.add_agency(H41_BARE, inbox=False)
     await pipeline.add_gateway(GATEWAY, ["*.*.*.H41"])
     return pipeline
 
@@ -207,14 +209,18 @@ async def province(pipeline: Pipeline) -> Pipeline:
 async def test_a_gateway_receives_for_its_province_and_nothing_of_another(
     province: Pipeline,
 ) -> None:
-    for_both = province.signers["G22"].sign(document(recipients=[H41_UNIT, H42_UNIT]))
+    recipients = [H41_UNIT, H42_UNIT, H41_BARE]
+    for_all = province.signers["G22"].sign(document(recipients=recipients))
     async with channel_of(province, A) as channel:
-        await publish(channel, topology.SUBMIT, A, for_both, user_id=A)
+        await publish(channel, topology.SUBMIT, A, for_all, user_id=A)
+    # the agency without a user of its own through the gateway's queue; the one with a
+    # user of its own in its inbox only (which the gateway may read): one copy each
     (via_gateway,) = await drain(province, topology.gateway_queue(GATEWAY), GATEWAY, count=1)
-    assert via_gateway.body == for_both and via_gateway.recipient == H41_UNIT
-    assert await drain(province, topology.gateway_queue(GATEWAY), GATEWAY, timeout=1) == []
+    assert via_gateway.body == for_all and via_gateway.recipient == H41_BARE
     (in_inbox,) = await drain(province, topology.inbox(H41_UNIT), GATEWAY, count=1)
-    assert in_inbox.body == for_both
+    assert in_inbox.body == for_all and in_inbox.recipient == H41_UNIT
+    assert await ready_count(province.url(), topology.gateway_queue(GATEWAY)) == 0
+    assert await ready_count(province.url(), topology.inbox(H41_UNIT)) == 0
     async with channel_of(province, GATEWAY) as channel:
         with pytest.raises(ChannelAccessRefused, match="ACCESS_REFUSED"):
             await consume_one(channel, topology.inbox(H42_UNIT))

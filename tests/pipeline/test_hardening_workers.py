@@ -257,17 +257,11 @@ async def test_a_copy_no_queue_takes_is_undeliverable_and_the_sender_is_told(
 ) -> None:
     """A recipient registered and active, but with no queue bound: its copy goes to the
     alternate exchange. It ends undeliverable (status and report) and the sender gets 02."""
-    from backbone import access
     from backbone.report import Reporter
     from backbone.store import repository as repo
     from backbone.workers.outbox import Outbox
     from backbone.workers.unroutable import Unroutable
 
-    from .conftest import PASSWORD, WORKERS
-
-    workers = access.workers_grant()
-    grant = access.Grant(write=workers.write, read=f"{workers.read}|^backbone\\.unroutable$")
-    await asyncio.to_thread(pipeline.provisioner.ensure, WORKERS, grant, password=PASSWORD)
     await agencies(pipeline)
     lost = "000.00.00.H14"
     await pipeline.add_agency(lost, inbox=False)
