@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from backbone import access, localnode, signing, topology
-from backbone.config import Settings
+from backbone.cli import app
+from backbone.config import Settings, get_settings
 from backbone.mgmt import Management
 from backbone.provisioning import Provisioner, vhost_url
 from backbone.registry import Registry
@@ -176,3 +178,25 @@ async def pipeline(
         await store.close()
         await tracker_store.close()
         await asyncio.to_thread(broker.mgmt.delete_vhost, vhost)
+
+
+Invoke = Callable[..., Awaitable[tuple[int, str, str]]]
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
+    """`backbone ...` on the test's virtual host and database, run in a thread (the
+    commands run event loops of their own) while the workers go on."""
+    monkeypatch.setenv("BACKBONE_AMQP_URL", pipeline.settings.amqp_url)
+    monkeypatch.setenv("BACKBONE_MGMT_URL", pipeline.broker.mgmt.url)
+    monkeypatch.setenv("BACKBONE_DATABASE_URL", pipeline.settings.database_url)
+    monkeypatch.setenv("BACKBONE_DELIVERY_LIMIT", str(pipeline.settings.delivery_limit))
+    get_settings.cache_clear()
+
+    async def invoke(*args: str | Path) -> tuple[int, str, str]:
+        result = await asyncio.to_thread(runner.invoke, app, [str(a) for a in args])
+        return result.exit_code, result.stdout, result.stderr
+
+    yield invoke
+    get_settings.cache_clear()

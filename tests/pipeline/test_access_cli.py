@@ -8,7 +8,7 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,12 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import ChannelAccessRefused
-from typer.testing import CliRunner
 
 from backbone import definitions, topology
-from backbone.cli import app
 from backbone.config import get_settings
 
 from ..conftest import SENDER
-from .conftest import WORKERS, Pipeline
+from .conftest import WORKERS, Invoke, Pipeline
 from .test_access import (
     channel_of,
     connection_refused,
@@ -37,26 +35,6 @@ from .test_reliability import ready_count, wait_for
 from .test_routing import document
 
 pytestmark = pytest.mark.pipeline
-Invoke = Callable[..., Awaitable[tuple[int, str, str]]]
-runner = CliRunner()
-
-
-@pytest.fixture
-def cli(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]:
-    """`backbone ...` on the test's virtual host and database, run in a thread (the
-    commands run event loops of their own) while the workers go on."""
-    monkeypatch.setenv("BACKBONE_AMQP_URL", pipeline.settings.amqp_url)
-    monkeypatch.setenv("BACKBONE_MGMT_URL", pipeline.broker.mgmt.url)
-    monkeypatch.setenv("BACKBONE_DATABASE_URL", pipeline.settings.database_url)
-    monkeypatch.setenv("BACKBONE_DELIVERY_LIMIT", str(pipeline.settings.delivery_limit))
-    get_settings.cache_clear()
-
-    async def invoke(*args: str | Path) -> tuple[int, str, str]:
-        result = await asyncio.to_thread(runner.invoke, app, [str(a) for a in args])
-        return result.exit_code, result.stdout, result.stderr
-
-    yield invoke
-    get_settings.cache_clear()
 
 
 def fresh_code() -> str:
