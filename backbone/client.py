@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +24,7 @@ from typing import Any
 import aio_pika
 import pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, DeliveryMode
+from aio_pika.connection import make_url
 from cryptography import x509
 from pika.adapters.blocking_connection import BlockingChannel
 
@@ -181,17 +182,27 @@ class _Common:
 class AsyncGateway(_Common):
     """The SDK on aio-pika. Use as an async context manager."""
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 30.0, **options: Any) -> None:
         super().__init__(**options)
         self.url = url
+        self.connect_timeout = connect_timeout
         self._connection: AbstractRobustConnection | None = None
 
     async def __aenter__(self) -> AsyncGateway:
-        self._connection = await aio_pika.connect_robust(self.url)
-        self._channel = await self._connection.channel(
-            publisher_confirms=True, on_return_raises=True
-        )
-        self._submit = await self._channel.get_exchange(topology.SUBMIT, ensure=False)
+        """Connect, or raise within ``connect_timeout`` seconds (TimeoutError): a robust
+        connection retries forever what it cannot tell from a network fault (a malformed
+        URL), and a black-holed host never answers."""
+        connection = aio_pika.RobustConnection(make_url(self.url))
+        try:
+            await asyncio.wait_for(
+                connection.connect(timeout=self.connect_timeout), self.connect_timeout
+            )
+            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self._submit = await self._channel.get_exchange(topology.SUBMIT, ensure=False)
+        except BaseException:
+            await connection.close()  # stops its reconnection task too
+            raise
+        self._connection = connection
         return self
 
     async def __aexit__(self, *_: object) -> None:
@@ -222,7 +233,7 @@ class AsyncGateway(_Common):
 
     async def receive(
         self, queue: str, *, timeout: float | None = None, count: int | None = None
-    ) -> AsyncIterator[Delivery]:
+    ) -> AsyncGenerator[Delivery, None]:
         """Deliveries from ``queue`` until ``count`` were yielded or ``timeout`` seconds pass
         without one. Documents are answered with status 01 before they are yielded."""
         channel = await self._connection.channel()  # type: ignore[union-attr]

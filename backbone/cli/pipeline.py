@@ -3,39 +3,192 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import date
+import hashlib
+import logging
+import os
+import re
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import aclosing, contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
 
+import aio_pika
 import typer
+from aio_pika.exceptions import AMQPError
+from aiormq.exceptions import (
+    ChannelAccessRefused,
+    ChannelNotFoundEntity,
+    InvalidFrameError,
+    ProbableAuthenticationError,
+)
+from cryptography import x509
+from lxml import etree
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from .. import edxml, signing, topology
-from ..client import AsyncGateway, SendError
+from ..agency import AgencyCode, AgencyCodeError
+from ..client import AsyncGateway, Delivery, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
+from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
 from ..errors import BackboneError, PackageError
+from ..signing.pki import PrivateKey
+from ..store import Store
+from ..workers.outbox import printable
 from ..workers.validator import PREFETCH
 from . import app
-from ._common import fail, read_limited
+from ._common import fail, load_signer, mask, os_failure, read_limited, writable_file, write_durably
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+CONNECT_TIMEOUT = 15.0  # seconds: a broker that has not answered by then is not there
+PASSWORD_VARIABLE = "BACKBONE_PASSWORD"
+Signer = tuple[PrivateKey, list[x509.Certificate]]
 run_app = typer.Typer(help="Run the backbone's workers.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 
+URL_HELP = (
+    "Broker URL [BACKBONE_AMQP_URL, whose user and password are not used unless its user "
+    "is the principal]. A password in it shows in the process list: prefer "
+    "--password-file or BACKBONE_PASSWORD."
+)
+PASSWORD_FILE_HELP = (
+    "A file whose first line is the principal's broker password "
+    "[the password in --url, else BACKBONE_PASSWORD]."
+)
 
-def _signer(key: Path | None, cert: Path | None) -> dict[str, object]:
+
+# --- the broker, as a principal ---------------------------------------------------------------
+
+
+def _amqp_url(value: str, where: str) -> SplitResult:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        raise fail(f"{where} is not a URL") from None
+    if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+        raise fail(f"{where} is not an amqp:// or amqps:// URL with a host")
+    return parts
+
+
+def _read_password(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not a UTF-8 text file"
+        raise fail(f"cannot read the password file {path}: {why}") from None
+    password = lines[0] if lines else ""
+    if not password.strip():
+        raise fail(f"the password file {path} has an empty first line")
+    if re.search(r"[\x00-\x1f\x7f]", password):
+        raise fail(f"the password in {path} contains a control character")
+    return password
+
+
+def _connection(
+    url: str | None, user: str | None, principal: str, password_file: Path | None
+) -> tuple[str, str]:
+    """(URL to connect with, broker user). The broker user is --user, else the user in
+    --url, else the agency or gateway; its password comes from --password-file, else
+    from the URL (when the URL names that user), else from BACKBONE_PASSWORD, so that it
+    need not be on the command line where every user of the machine can read it."""
+    explicit = url is not None
+    parts = _amqp_url(url, "--url") if url is not None else urlsplit(get_settings().amqp_url)
+    in_url = unquote(parts.username) if parts.username else None
+    if explicit and in_url and user and in_url != user:
+        raise fail(f"--url names the broker user {in_url} and --user {user}: give one")
+    username = user or (in_url if explicit else None) or principal
+    url_password = (
+        unquote(parts.password) if parts.password is not None and in_url == username else None
+    )
+    if password_file is not None and explicit and url_password is not None:
+        raise fail("give the password in --url or in --password-file, not both")
+    if password_file is not None:
+        password: str | None = _read_password(password_file)
+    elif url_password is not None:
+        password = url_password
+    else:
+        password = os.environ.get(PASSWORD_VARIABLE)
+    if not password:
+        raise fail(
+            f"no broker password for {username}: give --password-file FILE, set "
+            f"{PASSWORD_VARIABLE}, or put it in --url"
+        )
+    host = parts.netloc.rpartition("@")[2]
+    credentials = f"{quote(username, safe='')}:{quote(password, safe='')}"
+    return urlunsplit(
+        (parts.scheme, f"{credentials}@{host}", parts.path, parts.query, "")
+    ), username
+
+
+@contextmanager
+def _quiet_broker_library() -> Iterator[None]:
+    """Keep aio-pika's and aiormq's own lines (a failed connection attempt is logged at
+    ERROR before it is raised) off a command's stderr: the command says it in one line."""
+    loggers = [logging.getLogger(name) for name in ("aio_pika", "aiormq")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+def _broker_failure(exc: BaseException, url: str, username: str) -> typer.Exit:
+    """A broker error in words a user can act on; the URL's password never shown."""
+    broker = mask(url)
+    if isinstance(exc, TimeoutError):
+        return fail(f"the broker {broker} did not answer within {CONNECT_TIMEOUT:g} s")
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if isinstance(exc, ProbableAuthenticationError):
+        return fail(f"the broker {broker} refused the login of {username}: wrong user or password")
+    if (isinstance(exc, InvalidFrameError) and "Connection.Close" in reason) or (
+        "vhost" in reason and "NOT_ALLOWED" in reason
+    ):  # the broker closes instead of opening the virtual host (aiormq keeps no reason)
+        vhost = unquote(urlsplit(url).path[1:]) or "/"
+        return fail(
+            f"the broker {broker} has no virtual host {vhost!r}, or {username} may not use it"
+        )
+    if isinstance(exc, OSError):
+        return fail(f"cannot reach the broker {broker}: {reason}")
+    return fail(f"the broker {broker} refused {username}: {reason}")
+
+
+# --- send -------------------------------------------------------------------------------------
+
+
+def _signer(key: Path | None, cert: Path | None) -> Signer | None:
     if key is None and cert is None:
-        return {}
+        return None
     if key is None or cert is None:
         raise fail("--key and --cert go together")
+    return load_signer(key, cert)
+
+
+def unique_number(now: datetime) -> str:
+    """A document number (CodeNumber) for a send that names none: the time of day to the
+    millisecond and four random digits, so that a second send the same day does not
+    make the DocumentId ``SENDER,DATE,NUMBER`` of the first (refused as a duplicate)."""
+    return f"{now:%H%M%S}{now.microsecond // 1000:03d}{secrets.randbelow(10_000):04d}"
+
+
+def _agency(value: str, option: str) -> str:
     try:
-        return {
-            "key": signing.load_private_key(str(key)),
-            "certificates": signing.load_certificates(str(cert)),
-        }
-    except (OSError, ValueError) as exc:
-        raise fail(f"cannot load the signing key or certificate: {exc}") from None
+        return str(AgencyCode.parse(value))
+    except AgencyCodeError as exc:
+        raise fail(f"{option}: {exc}") from None
+
+
+def _is_signed(root: etree._Element) -> bool:
+    return root.find(f"{{{NAMESPACE}}}edXMLHeader/{{{DSIG_NAMESPACE}}}Signature") is not None
 
 
 @app.command()
@@ -46,7 +199,10 @@ def send(
     as_: Annotated[str | None, typer.Option("--as", help="The sending agency.")] = None,
     to: Annotated[str | None, typer.Option(help="Recipients, comma-separated identifiers.")] = None,
     subject: Annotated[str | None, typer.Option(help="The subject (trích yếu).")] = None,
-    number: Annotated[str, typer.Option(help="The document number (số).")] = "1",
+    number: Annotated[
+        str | None,
+        typer.Option(help="The document number (số) [unique: time of day and random digits]."),
+    ] = None,
     notation: Annotated[str | None, typer.Option(help="The notation (ký hiệu).")] = None,
     attach: Annotated[
         list[Path] | None, typer.Option(help="A file to attach (repeatable).")
@@ -55,54 +211,230 @@ def send(
     cert: Annotated[
         Path | None, typer.Option(help="The sender's certificate and chain (PEM).")
     ] = None,
+    unsigned: Annotated[
+        bool, typer.Option("--unsigned", help="Send without a signature (the backbone refuses it).")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the package (signed with --key/--cert) to this file; no send."),
+    ] = None,
     user: Annotated[str | None, typer.Option(help="Broker user [the sending agency].")] = None,
-    url: Annotated[str | None, typer.Option(help="Broker URL [BACKBONE_AMQP_URL].")] = None,
+    url: Annotated[str | None, typer.Option(help=URL_HELP)] = None,
+    password_file: Annotated[Path | None, typer.Option(help=PASSWORD_FILE_HELP)] = None,
 ) -> None:
     """Send a document: FILE.edxml, or one built from --as, --to, --subject, --attach.
-    Prints the DocumentId once the broker has confirmed it."""
+    Everything is checked here before connecting; prints the DocumentId once the broker
+    has confirmed it (or, with --out, once the file is written)."""
     settings = get_settings()
     signer = _signer(key, cert)
+    if signer is not None and unsigned:
+        raise fail("--unsigned and --key/--cert contradict each other: give one")
+    if out is not None:
+        writable_file(out)
     if file is not None:
-        try:
-            package: object = read_limited(file, settings.max_package_bytes)
-        except OSError as exc:
-            raise fail(f"cannot read {file}: {exc.strerror}") from None
+        body, model = _read_package(file, settings, signer, unsigned or out is not None)
     else:
-        if not (as_ and to and subject):
-            raise fail("give FILE, or --as, --to and --subject")
-        files = []
-        for path in attach or []:
-            try:
-                files.append(File(path.name, path.read_bytes()))
-            except OSError as exc:
-                raise fail(f"cannot read {path}: {exc.strerror}") from None
-        package = new_document(
-            sender=as_,
-            recipients=[c.strip() for c in to.split(",")],
-            subject=subject,
-            number=number,
-            notation=notation,
-            files=files,
-            promulgated=date.today(),
-        )
+        body, model = _build_package(as_, to, subject, number, notation, attach, settings, signer)
+        if signer is None and not (unsigned or out is not None):
+            raise fail(
+                "the document would go unsigned and be refused: sign it with --key KEY "
+                "--cert CERT (backbone pki issue makes them), or give --unsigned"
+            )
+    document_id = model.document_id or ""
+    if out is not None:
+        try:
+            write_durably(out, body)
+        except OSError as exc:
+            raise os_failure(out, exc) from None
+        typer.echo(document_id)
+        typer.echo(f"written to {out}, not sent", err=True)
+        return
+    connect_url, username = _connection(url, user, as_ or model.sender or "", password_file)
 
     async def work() -> str:
-        username = user or as_ or _sender_of(package)
-        async with AsyncGateway(url or settings.amqp_url, username=username, **signer) as gateway:
-            return await gateway.send(package)  # type: ignore[arg-type]
+        async with AsyncGateway(
+            connect_url, username=username, limits=settings.limits, connect_timeout=CONNECT_TIMEOUT
+        ) as gateway:
+            return await gateway.send(body)
 
     try:
-        typer.echo(asyncio.run(work()))
-    except (PackageError, SendError, BackboneError) as exc:
-        raise fail(str(exc)) from None
-    except (OSError, ConnectionError) as exc:
-        raise fail(f"cannot reach the broker: {exc}") from None
+        with _quiet_broker_library():
+            typer.echo(asyncio.run(work()))
+    except (PackageError, SendError) as exc:
+        raise fail(mask(str(exc))) from None
+    except (OSError, AMQPError, BackboneError) as exc:
+        raise _broker_failure(exc, connect_url, username) from None
 
 
-def _sender_of(package: object) -> str:
-    if isinstance(package, bytes):
-        return edxml.parse(package).sender or ""
-    return getattr(package, "sender", "") or ""
+def _read_package(
+    file: Path, settings: Settings, signer: Signer | None, may_go_unsigned: bool
+) -> tuple[bytes, edxml.Package]:
+    """FILE checked as the validator would (parse, schema, rules, sizes), signed if a key
+    is given and it is not signed yet."""
+    try:
+        data = read_limited(file, settings.max_package_bytes)
+    except OSError as exc:
+        raise os_failure(file, exc, "cannot read") from None
+    try:
+        root, model = edxml.load_tree(data, settings.limits)
+    except PackageError as exc:
+        raise fail(f"{file}: invalid: {exc}") from None
+    if isinstance(model, edxml.DocumentPackage) and len(model.recipients) > settings.max_recipients:
+        raise fail(
+            f"{file} names {len(model.recipients)} recipients, over the limit of "
+            f"{settings.max_recipients} (BACKBONE_MAX_RECIPIENTS)"
+        )
+    if _is_signed(root):
+        return data, model
+    if signer is None:
+        if may_go_unsigned:
+            return data, model
+        raise fail(
+            f"{file} is not signed and would be refused: sign it with --key KEY --cert CERT, "
+            "or give --unsigned"
+        )
+    return _signed(data, signer, settings), model
+
+
+def _signed(package: bytes | edxml.Package, signer: Signer, settings: Settings) -> bytes:
+    key, chain = signer
+    try:
+        return signing.sign(package, key, chain, limits=settings.limits)
+    except PackageError as exc:
+        raise fail(f"the package cannot be signed: {exc}") from None
+
+
+def _build_package(
+    as_: str | None,
+    to: str | None,
+    subject: str | None,
+    number: str | None,
+    notation: str | None,
+    attach: list[Path] | None,
+    settings: Settings,
+    signer: Signer | None,
+) -> tuple[bytes, edxml.Package]:
+    if not (as_ and to and subject):
+        raise fail("give FILE, or --as, --to and --subject")
+    sender = _agency(as_, "--as")
+    recipients = [_agency(code.strip(), "--to") for code in to.split(",")]
+    if len(recipients) > settings.max_recipients:
+        raise fail(
+            f"--to names {len(recipients)} recipients, over the limit of "
+            f"{settings.max_recipients} (BACKBONE_MAX_RECIPIENTS)"
+        )
+    files = []
+    for path in attach or []:
+        try:
+            size = path.stat().st_size
+            if size > settings.max_attachment_bytes:
+                raise fail(
+                    f"{path}: {size:,} bytes, over the attachment limit of "
+                    f"{settings.max_attachment_bytes:,} (BACKBONE_MAX_ATTACHMENT_BYTES)"
+                )
+            files.append(File(path.name, read_limited(path, settings.max_attachment_bytes)))
+        except OSError as exc:
+            raise os_failure(path, exc, "cannot read") from None
+    now = datetime.now()
+    package = new_document(
+        sender=sender,
+        recipients=recipients,
+        subject=subject,
+        number=number or unique_number(now),
+        notation=notation,
+        files=files,
+        now=now,
+    )
+    try:
+        body = _signed(package, signer, settings) if signer else edxml.build(package)
+    except PackageError as exc:
+        raise fail(f"the document cannot be built: {exc}") from None
+    if len(body) > settings.max_package_bytes:
+        raise fail(
+            f"the package is {len(body):,} bytes, over the limit of "
+            f"{settings.max_package_bytes:,} (BACKBONE_MAX_PACKAGE_BYTES)"
+        )
+    return body, package
+
+
+# --- receive ----------------------------------------------------------------------------------
+
+
+def _slug(value: str, limit: int) -> str:
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", value)[:limit].strip("._-") or "none"
+
+
+def file_name(delivery: Delivery) -> str:
+    """The file a delivery is saved as, built so that no header or package value can
+    steer it: the kind (and status code), a sanitised piece of the DocumentId for the
+    reader, and a digest of whose copy it is and of its bytes. Many statuses about one
+    document, or one document's copies for the agencies of a gateway, each get a file of
+    their own; a redelivered copy gets the same one."""
+    package = delivery.package
+    if delivery.rejection is not None:
+        kind = "rejection"
+    elif isinstance(package, edxml.StatusPackage):
+        kind = f"status-{_slug(package.header.status_code or '', 4)}"
+    else:
+        kind = "edoc"
+    digest = hashlib.sha256(delivery.recipient.encode("utf-8", "replace") + b"\0" + delivery.body)
+    return f"{kind}-{_slug(package.document_id or '', 60)}-{digest.hexdigest()[:16]}.edxml"
+
+
+def _output_directory(out: Path) -> None:
+    """Refuse, before connecting, a directory receive could not save into: every
+    delivery would go back to the inbox unsaved."""
+    if out.exists() and not out.is_dir():
+        raise fail(f"{out}: is a file, --out takes a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe, name = tempfile.mkstemp(dir=out, prefix=".probe-")
+        os.close(probe)
+        os.unlink(name)
+    except OSError as exc:
+        raise os_failure(out, exc, "cannot save into this directory") from None
+
+
+NOUNS = {"document": "documents", "status": "statuses", "delivery": "deliveries"}
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun if count == 1 else NOUNS[noun]}"
+
+
+def _shown(value: object, limit: int = 120) -> str:
+    return printable(str(value) if value is not None else "-", limit) or "-"
+
+
+def describe(delivery: Delivery, for_gateway: bool, zone: ZoneInfo) -> str:
+    """One line about a delivery: what it is (a status with its code), about which
+    document, from whom, for which agency (a gateway's), and when the backbone took it,
+    in the configured zone. Every value is bounded and made printable."""
+    package = delivery.package
+    if isinstance(package, edxml.StatusPackage):
+        code = package.header.status_code or ""
+        meaning = edxml.STATUS_CODES.get(code, "unknown code")
+        line = (
+            f"status {_shown(code, 8)} ({meaning}) about {_shown(package.document_id)} "
+            f"from {_shown(package.sender, 40)}"
+        )
+    else:
+        line = f"edoc {_shown(package.document_id)} from {_shown(package.sender, 40)}"
+    if for_gateway:
+        line += f" for {_shown(delivery.recipient, 40)}"
+    accepted = delivery.headers.get("x-accepted-at")
+    try:
+        when = datetime.fromisoformat(str(accepted)[:64])
+    except ValueError:
+        when = None
+    if when is not None and when.tzinfo is not None:
+        line += f" at {when.astimezone(zone).isoformat(sep=' ', timespec='seconds')}"
+    if delivery.rejection is not None:
+        line += (
+            f" REJECTED at {_shown(delivery.rejection.get('check'), 40)}: "
+            f"{_shown(delivery.rejection.get('code'), 60)}"
+        )
+    return line
 
 
 @app.command()
@@ -111,56 +443,101 @@ def receive(
         str | None, typer.Option("--as", help="The agency whose inbox to drain.")
     ] = None,
     gateway: Annotated[str | None, typer.Option(help="Or a gateway's inbox.")] = None,
-    count: Annotated[int | None, typer.Option(help="Stop after this many.")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after this many.")] = None,
     timeout: Annotated[float, typer.Option(help="Stop after this many idle seconds.")] = 5.0,
-    out: Annotated[Path | None, typer.Option(help="Save each package into this directory.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Save each delivery into this directory (before its status 01)."),
+    ] = None,
     key: Annotated[Path | None, typer.Option(help="Key to sign status 01 with (PEM).")] = None,
     cert: Annotated[Path | None, typer.Option(help="Its certificate and chain (PEM).")] = None,
     user: Annotated[str | None, typer.Option(help="Broker user [the agency or gateway].")] = None,
-    url: Annotated[str | None, typer.Option(help="Broker URL [BACKBONE_AMQP_URL].")] = None,
+    url: Annotated[str | None, typer.Option(help=URL_HELP)] = None,
+    password_file: Annotated[Path | None, typer.Option(help=PASSWORD_FILE_HELP)] = None,
 ) -> None:
-    """Drain an inbox: one line per delivery, status 01 sent for each document."""
+    """Drain an inbox: one line per delivery. With --out each delivery is first stored
+    durably; then a document is answered with status 01 and acknowledged. A delivery
+    that cannot be saved is said so and left in the inbox."""
     if bool(as_) == bool(gateway):
         raise fail("give --as CODE or --gateway NAME")
+    if as_:
+        as_ = _agency(as_, "--as")
+    if not timeout > 0:
+        raise fail("--timeout: give a number of seconds above 0")
     queue = topology.inbox(as_) if as_ else topology.gateway_queue(gateway or "")
     settings = get_settings()
     signer = _signer(key, cert)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        _output_directory(out)
+    connect_url, username = _connection(url, user, as_ or gateway or "", password_file)
+    zone = ZoneInfo(settings.timezone)
+    tally = {"document": 0, "status": 0}
+    unsaved = 0
 
-    async def work() -> int:
-        received = 0
-        username = user or as_ or gateway or ""
-        async with AsyncGateway(url or settings.amqp_url, username=username, **signer) as client:
-            async for delivery in client.receive(queue, timeout=timeout, count=count):
-                package = delivery.package
-                line = f"{package.kind} {package.document_id} from {package.sender}"
-                if delivery.rejection:
-                    line += (
-                        f" REJECTED at {delivery.rejection['check']}: {delivery.rejection['code']}"
-                    )
+    async def work() -> None:
+        nonlocal unsaved
+        options: dict[str, object] = {"key": signer[0], "certificates": signer[1]} if signer else {}
+        async with (
+            AsyncGateway(
+                connect_url,
+                username=username,
+                auto_arrived=False,
+                limits=settings.limits,
+                connect_timeout=CONNECT_TIMEOUT,
+                **options,
+            ) as client,
+            aclosing(client.receive(queue, timeout=timeout)) as deliveries,
+        ):
+            async for delivery in deliveries:
+                line = describe(delivery, gateway is not None, zone)
                 if out is not None:
-                    name = (
-                        delivery.backbone_id
-                        or delivery.headers.get("x-rejected-message-id")
-                        or str(received)
-                    )
-                    (out / f"{name}.edxml").write_bytes(delivery.body)
-                typer.echo(line)
+                    name = file_name(delivery)
+                    try:
+                        await asyncio.to_thread(write_durably, out / name, delivery.body)
+                    except OSError as exc:
+                        unsaved += 1
+                        typer.echo(
+                            f"warning: {line}: not saved as {out / name} "
+                            f"({exc.strerror or exc}); left in {queue}",
+                            err=True,
+                        )
+                        continue  # unacknowledged: back to the inbox when this ends
+                    line += f" saved as {name}"
+                if isinstance(delivery.package, edxml.DocumentPackage):
+                    await client.send_status(delivery, "01", "Đã đến")
                 await delivery.ack()
-                received += 1
-        return received
+                typer.echo(line)
+                tally[
+                    "status" if isinstance(delivery.package, edxml.StatusPackage) else "document"
+                ] += 1
+                if count is not None and sum(tally.values()) >= count:
+                    return
 
     try:
-        received = asyncio.run(work())
-    except (OSError, ConnectionError, BackboneError) as exc:
-        raise fail(f"cannot receive from {queue}: {exc}") from None
-    typer.echo(f"{received} received from {queue}", err=True)
+        with _quiet_broker_library():
+            asyncio.run(work())
+    except ChannelAccessRefused:
+        raise fail(f"the broker refused {username} access to {queue}") from None
+    except ChannelNotFoundEntity:
+        raise fail(f"there is no queue {queue} on the broker {mask(connect_url)}") from None
+    except PackageError as exc:
+        raise fail(f"a delivery in {queue} is not a valid package (left there): {exc}") from None
+    except (OSError, AMQPError, BackboneError) as exc:
+        raise _broker_failure(exc, connect_url, username) from None
+    got = " and ".join(_plural(n, noun) for noun, n in tally.items() if n) or "nothing"
+    typer.echo(f"{got} received from {queue}", err=True)
+    if unsaved:
+        raise fail(f"{_plural(unsaved, 'delivery')} not saved in {out}, left in {queue}")
 
 
-def _workers_settings() -> Settings:
-    """The settings the workers run with; guest (RabbitMQ's default administrator) is for a
-    broker on this machine only, as RabbitMQ itself allows."""
+# --- run --------------------------------------------------------------------------------------
+
+
+def _workers_settings(validates: bool = True) -> Settings:
+    """The settings the workers run with, once what they need answers: guest (RabbitMQ's
+    default administrator) is for a broker on this machine only, as RabbitMQ itself
+    allows; a broker that does not answer is an error, a database that does not a
+    warning (the workers wait for it)."""
     settings = get_settings()
     host = urlsplit(settings.amqp_url).hostname or ""
     if settings.workers_user == "guest" and host not in LOOPBACK:
@@ -168,7 +545,41 @@ def _workers_settings() -> Settings:
             f"the workers would connect to {host} as guest: outside local development they "
             "need a user of their own, set in BACKBONE_AMQP_URL and created by `backbone init`"
         )
+    if validates and settings.trust_bundle is None:
+        raise fail("the validator needs BACKBONE_TRUST_BUNDLE (the CA bundle signatures chain to)")
+    with _quiet_broker_library():
+        asyncio.run(_check_services(settings))
     return settings
+
+
+async def _check_services(settings: Settings) -> None:
+    try:
+        connection = await aio_pika.connect(settings.amqp_url, timeout=CONNECT_TIMEOUT)
+    except (OSError, AMQPError) as exc:
+        raise _broker_failure(exc, settings.amqp_url, settings.workers_user) from None
+    await connection.close()
+    store = Store(settings.database_url)
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT), store.transaction() as session:
+            await session.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        why = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200] or type(exc).__name__
+        typer.echo(
+            f"warning: the database {mask(settings.database_url)} does not answer ({why}); "
+            "the workers start and wait for it",
+            err=True,
+        )
+    finally:
+        await store.close()
+
+
+def _running(work: Callable[[], None]) -> None:
+    """Run the workers; the broker going away before they are up is one line too."""
+    settings = get_settings()
+    try:
+        work()
+    except (OSError, AMQPError) as exc:
+        raise _broker_failure(exc, settings.amqp_url, settings.workers_user) from None
 
 
 @run_app.command("validator")
@@ -184,7 +595,8 @@ def run_validator(
     """Validate and route submissions until SIGTERM (in-flight messages are finished)."""
     from ..workers.validator import run_processes
 
-    run_processes(_workers_settings(), processes, prefetch)
+    settings = _workers_settings()
+    _running(lambda: run_processes(settings, processes, prefetch))
 
 
 @run_app.command("tracker")
@@ -194,7 +606,8 @@ def run_tracker(
     """Record lifecycle events and forward statuses until SIGTERM."""
     from ..workers.tracker import serve
 
-    asyncio.run(serve(_workers_settings(), prefetch))
+    settings = _workers_settings(validates=False)
+    _running(lambda: asyncio.run(serve(settings, prefetch)))
 
 
 @run_app.command("all")
@@ -207,4 +620,5 @@ def run_all(
     """The validator(s) and the tracker, until SIGTERM."""
     from ..workers.validator import run_processes
 
-    run_processes(_workers_settings(), processes, prefetch, with_tracker=True)
+    settings = _workers_settings()
+    _running(lambda: run_processes(settings, processes, prefetch, with_tracker=True))
