@@ -51,13 +51,21 @@ def cli(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]
     async def invoke(*args: str | Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
         def run() -> tuple[int, str, str]:
             result = runner.invoke(app, [str(a) for a in args], env=env)
-            return result.exit_code, result.stdout, result.stderr
+            return result.exit_code, result.stdout, without_worker_logs(result.stderr)
 
         get_settings.cache_clear()
         return await asyncio.to_thread(run)
 
     yield invoke
     get_settings.cache_clear()
+
+
+WORKER_LOG = re.compile(r"^\d{4}-\d\d-\d\dT\S+Z \[\w+\s*\] ")
+
+
+def without_worker_logs(stderr: str) -> str:
+    """The command's own stderr: the workers of this process log into the same stream."""
+    return "".join(line for line in stderr.splitlines(True) if not WORKER_LOG.match(line))
 
 
 def one_error_line(status: int, stdout: str, stderr: str) -> str:
