@@ -169,7 +169,7 @@ def validate(
                 )
         except OSError as exc:
             failed += 1
-            typer.echo(f"{path}: cannot read: {exc.strerror or exc}", err=True)
+            typer.echo(f"error: cannot read {path}: {exc.strerror or exc}", err=True)
         except PackageError as exc:
             failed += 1
             typer.echo(f"{path}: invalid: {exc.issues[0]}", err=True)

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..agency import AgencyCode, AgencyCodeError
 from ..config import get_settings
+from ..edxml.rules import FIRST_YEAR, YEARS_AHEAD
 from ..report import Report, Reporter, period
 from ..store import Store
 from ..store.models import Delivery, Event
@@ -185,6 +186,10 @@ def report(
         last = date.fromisoformat(until) if until else today
     except ValueError as exc:
         raise fail(f"--since/--until: dates are YYYY-MM-DD ({exc})") from None
+    latest = today.year + YEARS_AHEAD  # the bounds of any date in a package (edxml.rules)
+    for option, day in (("--since", first), ("--until", last)):
+        if not FIRST_YEAR <= day.year <= latest:
+            raise fail(f"{option} {day}: expected a day from {FIRST_YEAR} to {latest}")
     if first > last:
         raise fail(f"--since {first} is after --until {last}")
     if under is not None:
