@@ -139,12 +139,13 @@ async def _story(
         certificate = signing.load_certificates(str(certs[code].certificate))[0]
         await registry.register_certificate(code, certificate)
         await _principal(provisioner, passwords, code, access.agency_grant(code))
-        await topology.declare_inbox(channel, code)
     await registry.add_agency(DISTRICT, AGENCIES[DISTRICT], principal=False)
     await registry.add_agency(COMMUNE, AGENCIES[COMMUNE], principal=False)
     await registry.add_gateway(GATEWAY, [SERVES])
     await _principal(provisioner, passwords, GATEWAY, access.gateway_grant(GATEWAY, [SERVES]))
-    await topology.declare_gateway(channel, GATEWAY, [SERVES])
+    # each agency bound by its identifier to the one queue that serves it, as `init` does
+    bind, _ = topology.route_changes(await registry.delivery_queues(), [])
+    await topology.apply_routes(channel, bind, (), settings.delivery_limit)
     await connection.close()
 
     running = []
