@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from aiormq.exceptions import ChannelAccessRefused
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
@@ -19,11 +20,13 @@ from backbone.store.models import Delivery
 
 from ..conftest import SENDER
 from .conftest import Invoke, Pipeline
+from .test_access import channel_of, consume_one
 from .test_access_cli import fresh_code, password_in
 from .test_reliability import ready_count, wait_for
 from .test_routing import document, drain
 
 pytestmark = pytest.mark.pipeline
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 async def _routed(pipeline: Pipeline, document_id: str, recipients: set[str]) -> bool:
@@ -157,3 +160,23 @@ async def test_repeated_removal_and_export_without_out_change_nothing(
     assert [h.id for h in await pipeline.registry.access_history(code)] == history
     status, _, stderr = await cli("topology", "export")
     assert status == 1 and "--out FILE" in stderr
+
+
+async def test_a_passive_declare_shows_counts_never_messages_as_readme_says(
+    pipeline: Pipeline,
+) -> None:
+    """Point 19 is documented, not changed: README's 'known property' must stay true."""
+    other = "000.00.00.H14"
+    for code in (SENDER, other):
+        await pipeline.add_agency(code)
+    letter = document(recipients=[other])
+    async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as sender:
+        await sender.send(pipeline.signers["G22"].sign(letter))
+    await wait_for(lambda: _routed(pipeline, letter.document_id, {other}), 20)
+    async with channel_of(pipeline, SENDER) as channel:
+        declared = await channel.declare_queue(topology.inbox(other), passive=True)
+        assert declared.declaration_result.message_count == 1
+    async with channel_of(pipeline, SENDER) as channel:
+        with pytest.raises(ChannelAccessRefused):
+            await consume_one(channel, topology.inbox(other))
+    assert "passive `queue.declare` needs no permission" in README.read_text()
