@@ -212,7 +212,11 @@ def send(
         Path | None, typer.Option(help="The sender's certificate and chain (PEM).")
     ] = None,
     unsigned: Annotated[
-        bool, typer.Option("--unsigned", help="Send without a signature (the backbone refuses it).")
+        bool,
+        typer.Option(
+            "--unsigned",
+            help="Send without a signature (the backbone refuses an unsigned document).",
+        ),
     ] = False,
     out: Annotated[
         Path | None,
