@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
@@ -43,6 +44,14 @@ class Issued:
     certificate: Path  # leaf then intermediates, PEM
     key: Path
     fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """What a revocation did: the CLI says "nothing changed" for a repeated one."""
+
+    serial: int
+    changed: bool  # False: it was revoked already, nothing was written
 
 
 def new_key(kind: KeyType = "rsa") -> PrivateKey:
@@ -143,8 +152,15 @@ class Pki:
     def _state(self) -> dict[str, object]:
         if not self._state_path.is_file():
             raise PkiError(f"{self.directory} is not a PKI directory (run `backbone pki init`)")
-        state: dict[str, object] = json.loads(self._state_path.read_text())
-        return state
+        try:
+            state = json.loads(self._state_path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise PkiError(f"{self._state_path}: cannot read: {exc.strerror or exc}") from None
+        except ValueError:
+            raise PkiError(f"{self._state_path}: damaged, not the JSON `pki init` writes") from None
+        if not _valid_state(state):
+            raise PkiError(f"{self._state_path}: damaged, not the state `pki init` writes")
+        return dict(state)
 
     def _save(self, state: dict[str, object]) -> None:
         self._state_path.write_text(json.dumps(state, indent=2))
@@ -165,6 +181,8 @@ class Pki:
         self, *, intermediate: bool = False, key_type: KeyType = "rsa", days: int = 3650
     ) -> None:
         """Create the CAs and an empty CRL; refuse to overwrite an existing PKI."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise PkiError(f"{self.directory} is a file: give a folder for the PKI")
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._state_path.exists():
             raise PkiError(f"{self.directory} already holds a PKI")
@@ -184,11 +202,17 @@ class Pki:
         self.write_crls()
 
     def _load_ca(self, name: str) -> tuple[x509.Certificate, PrivateKey]:
-        cert = x509.load_pem_x509_certificate((self.directory / f"{name}.pem").read_bytes())
-        key = serialization.load_pem_private_key(
-            (self.directory / f"{name}.key").read_bytes(), password=None
-        )
-        assert isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+        """A CA of this PKI; a missing or damaged file is named, in our words."""
+        cert_path, key_path = self.directory / f"{name}.pem", self.directory / f"{name}.key"
+        cert = _read_certificate(cert_path, f"the certificate of the PKI's {name}")
+        try:
+            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        except OSError as exc:
+            raise PkiError(f"{key_path}: cannot read: {exc.strerror or exc}") from None
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            key = None
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise PkiError(f"{key_path}: damaged, not the PEM key of the PKI's {name}")
         return cert, key
 
     def issuer(self) -> tuple[x509.Certificate, PrivateKey, list[x509.Certificate]]:
@@ -240,38 +264,75 @@ class Pki:
         cert_path.write_bytes(_pem(certificate, *chain))
         return Issued(code, cert_path, key_path, fingerprint(certificate))
 
-    def revoke(self, certificate_path: Path, *, crl_days: int = 7) -> int:
-        """Revoke a certificate this PKI issued; rewrite the CRL. Returns its serial."""
-        certificate = x509.load_pem_x509_certificate(Path(certificate_path).read_bytes())
+    def revoke(self, certificate_path: Path, *, crl_days: int = 7) -> Revocation:
+        """Revoke a certificate this PKI issued and rewrite the CRL; a certificate revoked
+        already changes nothing (no new CRL number for the same list)."""
+        certificate = _read_certificate(Path(certificate_path), "a certificate")
         ca, _, _ = self.issuer()
-        if certificate.issuer != ca.subject:
-            raise PkiError(f"{certificate_path} was not issued by this PKI's issuing CA")
+        try:  # the signature, not only the name: every development PKI has the same names
+            certificate.verify_directly_issued_by(ca)
+        except (ValueError, TypeError, InvalidSignature):
+            raise PkiError(
+                f"{certificate_path} was not issued by the issuing CA of {self.directory}"
+            ) from None
         state = self._state()
         revoked = list(state["revoked"])  # type: ignore[call-overload]
-        if all(entry["serial"] != certificate.serial_number for entry in revoked):
-            revoked.append(
-                {"serial": certificate.serial_number, "at": datetime.now(UTC).isoformat()}
-            )
-        state["revoked"] = revoked
-        self._save(state)
-        self.write_crls(days=crl_days)
-        return certificate.serial_number
+        serial = certificate.serial_number
+        if any(entry["serial"] == serial for entry in revoked):
+            return Revocation(serial, changed=False)
+        revoked.append({"serial": serial, "at": datetime.now(UTC).isoformat()})
+        self._publish({**state, "revoked": revoked}, crl_days)
+        return Revocation(serial, changed=True)
 
     def write_crls(self, *, days: int = 7) -> None:
         """(Re)sign the CRLs: the issuing CA's with every revoked serial; the root's empty."""
-        state = self._state()
+        self._publish(self._state(), days)
+
+    def _publish(self, state: dict[str, object], days: int) -> None:
+        """Sign the CRLs of ``state`` before writing anything (a damaged CA changes no
+        file), then the CRLs, then the state: a revocation is never recorded unpublished."""
         number = int(state["crl_number"]) + 1  # type: ignore[call-overload]
-        state["crl_number"] = number
-        self._save(state)
         ca, key, _ = self.issuer()
         revoked = [
             (int(e["serial"]), datetime.fromisoformat(e["at"]))
             for e in state["revoked"]  # type: ignore[attr-defined]
         ]
-        self.crl.write_bytes(_crl(ca, key, revoked, number, days))
+        crls = {self.crl: _crl(ca, key, revoked, number, days)}
         if state["issuing"] == "intermediate-ca":
             root, root_key = self._load_ca("root-ca")
-            (self.directory / "root-crl.pem").write_bytes(_crl(root, root_key, [], number, days))
+            crls[self.directory / "root-crl.pem"] = _crl(root, root_key, [], number, days)
+        for path, crl in crls.items():
+            path.write_bytes(crl)
+        self._save({**state, "crl_number": number})
+
+
+def _valid_state(state: object) -> bool:
+    """Whether ``state`` has the shape :meth:`Pki.init` writes (pki.json can be edited)."""
+    if not isinstance(state, dict) or state.get("issuing") not in ("root-ca", "intermediate-ca"):
+        return False
+    number, revoked = state.get("crl_number"), state.get("revoked")
+    if not isinstance(number, int) or number < 0 or not isinstance(revoked, list):
+        return False
+    for entry in revoked:
+        if not isinstance(entry, dict) or not isinstance(entry.get("serial"), int):
+            return False
+        try:
+            datetime.fromisoformat(entry["at"])
+        except (KeyError, TypeError, ValueError):
+            return False
+    return True
+
+
+def _read_certificate(path: Path, what: str) -> x509.Certificate:
+    """The first certificate of a PEM file, or a :class:`PkiError` naming the file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise PkiError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise PkiError(f"{path}: not {what} (PEM, BEGIN CERTIFICATE)") from None
 
 
 def _crl(
