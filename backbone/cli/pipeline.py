@@ -188,7 +188,8 @@ def _agency(value: str, option: str) -> str:
 
 
 def _is_signed(root: etree._Element) -> bool:
-    return root.find(f"{{{NAMESPACE}}}edXMLHeader/{{{DSIG_NAMESPACE}}}Signature") is not None
+    header = f"{{{NAMESPACE}}}edXMLEnvelope/{{{NAMESPACE}}}edXMLHeader"
+    return root.find(f"{header}/{{{DSIG_NAMESPACE}}}Signature") is not None
 
 
 @app.command()
