@@ -19,7 +19,7 @@ from ..access import Grant, UserLimits
 from ..config import get_settings
 from ..mgmt import Management, ManagementError
 from ..provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
-from ._common import fail, with_registry
+from ._common import fail, plural, with_registry
 
 T = TypeVar("T")
 
@@ -126,8 +126,8 @@ class Routes:
         """One line per agency whose queue changed; a count past ``listed``."""
         if len(self.bound) + len(self.unbound) > listed:
             return [
-                f"deliveries: {len(self.bound)} binding(s) added, "
-                f"{len(self.unbound)} removed on {topology.DELIVER}"
+                f"deliveries: {plural(len(self.bound), 'binding')} added, "
+                f"{len(self.unbound):,} removed on {topology.DELIVER}"
             ]
         before = {key: queue for queue, key in self.unbound}
         said = [
@@ -201,7 +201,7 @@ def describe(done: Provisioned) -> str:
         return f"broker access of {done.username} unchanged"
     text = f"broker user {done.username}: {', '.join(done.changes)}"
     if done.closed_connections:
-        text += f"; {done.closed_connections} open connection(s) closed"
+        text += f"; {plural(done.closed_connections, 'open connection')} closed"
     return text
 
 

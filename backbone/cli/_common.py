@@ -134,3 +134,16 @@ def certificate_agency(certificate: x509.Certificate) -> str | None:
     """The agency identifier in a certificate's subject (the UID attribute), if any."""
     values = certificate.subject.get_attributes_for_oid(AGENCY_ATTRIBUTE)
     return str(values[0].value) if values else None
+
+
+_PLURALS = {
+    "status": "statuses",
+    "delivery": "deliveries",
+    "agency": "agencies",
+    "other inbox": "other inboxes",
+}
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 connection``, ``2 connections``, ``3 agencies``: a count with its noun."""
+    return f"{count:,} {noun if count == 1 else _PLURALS.get(noun, noun + 's')}"

@@ -27,7 +27,7 @@ from ..registry import Registry
 from ..store.models import AccessChange, Principal
 from . import _broker as broker
 from . import app
-from ._common import fail, with_registry
+from ._common import fail, plural, with_registry
 
 access_app = typer.Typer(help="What broker users can and cannot do.", no_args_is_help=True)
 topology_app = typer.Typer(help="The broker's topology as a deployment file.", no_args_is_help=True)
@@ -73,7 +73,7 @@ def _shorten(names: list[str]) -> str:
     shown = own + inboxes[:LISTED]
     rest = len(inboxes) - LISTED
     text = ", ".join(shown) if shown else "nothing"
-    return text + (f" and {rest} other inbox(es)" if rest > 0 else "")
+    return text + (f" and {plural(rest, 'other inbox')}" if rest > 0 else "")
 
 
 @access_app.command("check")
@@ -161,7 +161,7 @@ def _print(report: dict[str, Any], expected: bool) -> None:
         tags = ", ".join(report["tags"]) or "none"
         echo(
             f"  broker user: exists; tags {tags}; "
-            f"{report['open_connections']} open connection(s) to {report['vhost']!r}"
+            f"{plural(report['open_connections'], 'open connection')} to {report['vhost']!r}"
         )
         limits = report["limits"]
         shown_limits = ", ".join(f"{k} {v}" for k, v in sorted(limits.items()))

@@ -29,7 +29,7 @@ from ..store import migrate
 from ..store.models import AccessChange, Agency, Principal
 from . import _broker as broker
 from . import app
-from ._common import fail, with_registry
+from ._common import fail, plural, with_registry
 
 agency_app = typer.Typer(
     help="Register, list, remove and import agencies, with their broker users.",
@@ -91,7 +91,8 @@ def init(
             _record(done)
     if missing:
         typer.echo(
-            f"warning: {len(missing)} principal(s) have no broker user: {', '.join(missing)}; "
+            f"warning: {plural(len(missing), 'principal')} without a broker user: "
+            f"{', '.join(missing)}; "
             "give each one with `backbone agency add CODE --name NAME` "
             "(or `backbone gateway add NAME --serves PATTERN`)",
             err=True,
@@ -271,7 +272,7 @@ def agency_add(
     with_registry(work)
     typer.echo(
         f"{code} registered ({name.strip()})"
-        + (f" with {len(certificates)} certificate(s)" if certificates else "")
+        + (f" with {plural(len(certificates), 'certificate')}" if certificates else "")
     )
     _show_routes(broker.route())
     if not principal:
@@ -291,7 +292,7 @@ def _show_routes(routes: broker.Routes | None) -> None:
         kept = broker.waiting(queue)
         if kept:
             typer.echo(
-                f"{queue} keeps {kept} message(s) that arrived before; nothing new arrives "
+                f"{queue} keeps {plural(kept, 'message')} that arrived before; nothing new arrives "
                 "there for the agencies it no longer serves (what serves them now may read it)"
             )
 
@@ -374,13 +375,13 @@ def _revoke(kind: str, username: str) -> None:
     kept = broker.waiting(queue)
     detail = (
         ("broker user deleted" if revoked.user_deleted else "access to the virtual host removed")
-        + f", {revoked.closed_connections} open connection(s) closed"
-        + (f", {kept} message(s) kept in {queue}" if kept is not None else "")
+        + f", {plural(revoked.closed_connections, 'open connection')} closed"
+        + (f", {plural(kept, 'message')} kept in {queue}" if kept is not None else "")
     )
     typer.echo(f"{username}: {detail}")
     if kept:
         typer.echo(
-            f"{queue} keeps {kept} message(s) not yet received; they stay there until the "
+            f"{queue} keeps {plural(kept, 'message')} not yet received; they stay there until the "
             "principal is added again or an operator moves them"
         )
     with_registry(lambda r: r.record_access(username, "revoked", detail, actor=broker.actor()))
@@ -430,8 +431,8 @@ def agency_import(
     without = with_registry(_without_broker_user)
     if without:
         typer.echo(
-            f"{without} agenc(ies) have no broker user: documents to them wait in their inbox "
-            "(or go to the gateway that serves them); give one a user with "
+            f"{plural(without, 'agency')} without a broker user: documents to them wait in "
+            "their inbox (or go to the gateway that serves them); give one a user with "
             "`backbone agency add CODE --name NAME`, or serve them with "
             "`backbone gateway add NAME --serves PATTERN`"
         )

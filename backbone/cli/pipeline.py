@@ -43,7 +43,16 @@ from ..store import Store
 from ..workers.outbox import printable
 from ..workers.validator import PREFETCH
 from . import app
-from ._common import fail, load_signer, mask, os_failure, read_limited, writable_file, write_durably
+from ._common import (
+    fail,
+    load_signer,
+    mask,
+    os_failure,
+    plural,
+    read_limited,
+    writable_file,
+    write_durably,
+)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 CONNECT_TIMEOUT = 15.0  # seconds: a broker that has not answered by then is not there
@@ -400,13 +409,6 @@ def _output_directory(out: Path) -> None:
         raise os_failure(out, exc, "cannot save into this directory") from None
 
 
-NOUNS = {"document": "documents", "status": "statuses", "delivery": "deliveries"}
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun if count == 1 else NOUNS[noun]}"
-
-
 def _shown(value: object, limit: int = 120) -> str:
     return printable(str(value) if value is not None else "-", limit) or "-"
 
@@ -529,10 +531,10 @@ def receive(
         raise fail(f"a delivery in {queue} is not a valid package (left there): {exc}") from None
     except (OSError, AMQPError, BackboneError) as exc:
         raise _broker_failure(exc, connect_url, username) from None
-    got = " and ".join(_plural(n, noun) for noun, n in tally.items() if n) or "nothing"
+    got = " and ".join(plural(n, noun) for noun, n in tally.items() if n) or "nothing"
     typer.echo(f"{got} received from {queue}", err=True)
     if unsaved:
-        raise fail(f"{_plural(unsaved, 'delivery')} not saved in {out}, left in {queue}")
+        raise fail(f"{plural(unsaved, 'delivery')} not saved in {out}, left in {queue}")
 
 
 # --- run --------------------------------------------------------------------------------------

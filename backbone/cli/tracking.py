@@ -6,7 +6,7 @@ import asyncio
 import csv
 import io
 import json
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -50,13 +50,15 @@ def status(
     document_id: Annotated[str, typer.Argument(help="The edXML DocumentId or the backbone id.")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
 ) -> None:
-    """The lifecycle of a document, per recipient: current status and every event."""
+    """The lifecycle of a document, per recipient: current status and every event, times
+    in BACKBONE_TIMEZONE."""
+    zone = ZoneInfo(get_settings().timezone)
 
     async def work(session: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         outcomes = await find_outcomes(session, document_id)
         rejections = [
             {
-                "recorded_at": _iso(e.recorded_at),
+                "recorded_at": when(e.recorded_at, zone),
                 "sender": e.sender,
                 "reason": e.reason_code,
                 "description": e.description,
@@ -93,7 +95,7 @@ def status(
                     "sender": document.sender,
                     "document_id": document.document_id,
                     "subject": document.subject,
-                    "accepted_at": _iso(document.accepted_at),
+                    "accepted_at": when(document.accepted_at, zone),
                     "recipients": [
                         {
                             "recipient": d.recipient,
@@ -104,8 +106,8 @@ def status(
                                     "kind": e.kind,
                                     "status": e.status_code,
                                     "description": e.description,
-                                    "occurred_at": _iso(e.occurred_at),
-                                    "recorded_at": _iso(e.recorded_at),
+                                    "occurred_at": when(e.occurred_at, zone),
+                                    "recorded_at": when(e.recorded_at, zone),
                                 }
                                 for e in events
                                 if e.recipient == d.recipient
@@ -163,8 +165,12 @@ def status(
 table_keys = ("recorded_at", "sender", "reason", "description")
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
+def when(moment: datetime | None, zone: ZoneInfo) -> str | None:
+    """A stored time (UTC, naive or not) in ``zone``, to the second, with its offset."""
+    if moment is None:
+        return None
+    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return aware.astimezone(zone).isoformat(timespec="seconds")
 
 
 @app.command()

@@ -59,6 +59,9 @@ def test_status_shows_every_recipient_and_its_timeline(loaded: str) -> None:
     first = next(r for r in found["recipients"] if r["recipient"] == LEVEL1[0])
     assert first["status"] == "06"
     assert [e["status"] for e in first["timeline"]] == ["01", "03", "04", "05", "06"]
+    # times with their zone (BACKBONE_TIMEZONE, Asia/Ho_Chi_Minh by default), to the second
+    assert found["accepted_at"].endswith("+07:00")
+    assert all(e["recorded_at"].endswith("+07:00") for e in first["timeline"])
     table = runner.invoke(app, ["status", document_id])
     assert table.exit_code == 0 and "current status 06" in table.stdout
     missing = runner.invoke(app, ["status", "no-such-document"])

@@ -68,7 +68,7 @@ async def test_agency_add_is_idempotent_and_rotates_the_password(
 
     _, closed = await watched_connection(pipeline, code, first)
     status, stdout, _ = await cli("agency", "add", code, "--name", "Sở TT&TT", "--rotate-password")
-    assert status == 0 and "password set; 1 open connection(s) closed" in stdout
+    assert status == 0 and "password set; 1 open connection closed" in stdout
     second = password_in(stdout, code)
     assert second != first
     await asyncio.wait_for(closed.wait(), 10)
@@ -106,13 +106,13 @@ async def test_agency_remove_closes_refuses_keeps_the_inbox_and_is_recorded(
     _, closed = await watched_connection(pipeline, code, password)
     status, stdout, stderr = await cli("agency", "remove", code)
     assert status == 0, stderr
-    assert f"{code}: broker user deleted, 1 open connection(s) closed" in stdout
-    assert f"1 message(s) kept in {topology.inbox(code)}" in stdout
+    assert f"{code}: broker user deleted, 1 open connection closed" in stdout
+    assert f"1 message kept in {topology.inbox(code)}" in stdout
     await asyncio.wait_for(closed.wait(), 10)
     assert await connection_refused(pipeline, code, password)
     assert await ready_count(pipeline.url(), topology.inbox(code)) == 1  # still there
     (*_, last) = await pipeline.registry.access_history(code)
-    assert last.action == "revoked" and "1 message(s) kept" in (last.detail or "")
+    assert last.action == "revoked" and "1 message kept" in (last.detail or "")
     assert not await pipeline.registry.is_active(code)
 
     status, stdout, _ = await cli("access", "check", code)
@@ -164,7 +164,7 @@ async def test_access_check_says_what_an_agency_and_a_gateway_can_do(
     assert "configure is '.*', expected ''" in stdout
     _, closed = await watched_connection(pipeline, code, password)
     status, stdout, _ = await cli("agency", "add", code, "--name", "Sở Tư pháp")
-    assert "permissions set; 1 open connection(s) closed" in stdout
+    assert "permissions set; 1 open connection closed" in stdout
     await asyncio.wait_for(closed.wait(), 10)
     assert (await cli("access", "check", code))[0] == 0
 

@@ -53,7 +53,7 @@ async def test_an_imported_agency_has_an_inbox_and_its_documents_wait_there(
     status, stdout, stderr = await cli("agency", "import", csv)
     assert status == 0, stderr
     assert (topology.inbox(code), code) in _bound(pipeline)
-    assert "1 agenc(ies) have no broker user" in stdout
+    assert "1 agency without a broker user" in stdout
     letter = document(recipients=[code])
     async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as sender:
         await sender.send(pipeline.signers["G22"].sign(letter))
