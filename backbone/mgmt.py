@@ -8,6 +8,7 @@ the API of RabbitMQ 3.9 and later (user tags as a list).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -65,8 +66,9 @@ class Management:
             with self._client() as client:
                 response = client.request(method, path, json=body, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            why = re.sub(r"\[Errno -?\d+\] ", "", str(exc)) or type(exc).__name__
             raise ManagementError(
-                f"cannot reach the RabbitMQ management API at {_safe(self.url)}: {exc}"
+                f"cannot reach the RabbitMQ management API at {_safe(self.url)}: {why}"
             ) from None
         if response.status_code == 404 and missing_ok:
             return None if method == "GET" else 404

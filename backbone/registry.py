@@ -480,7 +480,7 @@ def _check_header(path: Path, header: list[str]) -> None:
 
 def _columns(count: int) -> str:
     hint = " (a ',' inside a name needs the name in double quotes)" if count > 3 else ""
-    return f"{count} column(s), expected 3: code,name,parent{hint}"
+    return f"{count} column{'' if count == 1 else 's'}, expected 3: code,name,parent{hint}"
 
 
 def _csv_fault(exc: csv.Error) -> str:

@@ -147,3 +147,25 @@ _PLURALS = {
 def plural(count: int, noun: str) -> str:
     """``1 connection``, ``2 connections``, ``3 agencies``: a count with its noun."""
     return f"{count:,} {noun if count == 1 else _PLURALS.get(noun, noun + 's')}"
+
+
+def password_from(path: Path) -> str:
+    """The password in the first line of a file (so that it is not on the command line,
+    where every user of the machine can read it)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or "not a UTF-8 text file"
+        raise fail(f"cannot read the password file {path}: {why}") from None
+    return checked_password(lines[0] if lines else "", f"the password in {path}")
+
+
+def checked_password(password: str, what: str = "the password") -> str:
+    """A broker password: not blank, at most 1,024 characters, no control characters."""
+    if not password.strip():
+        raise fail(f"{what} is empty")
+    if len(password) > 1024:
+        raise fail(f"{what} is longer than 1,024 characters")
+    if re.search(r"[\x00-\x1f\x7f]", password):
+        raise fail(f"{what} contains a control character")
+    return password

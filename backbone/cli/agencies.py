@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -29,7 +28,7 @@ from ..store import migrate
 from ..store.models import AccessChange, Agency, Principal
 from . import _broker as broker
 from . import app
-from ._common import fail, plural, with_registry
+from ._common import checked_password, fail, password_from, plural, with_registry
 
 agency_app = typer.Typer(
     help="Register, list, remove and import agencies, with their broker users.",
@@ -201,26 +200,12 @@ async def _principal_and_history(
 
 
 def _password(password: str | None, password_file: Path | None) -> str | None:
-    """The password given on the command line, in the environment or in a file (its
-    first line): not empty, at most 1,024 characters, no control characters."""
+    """The password given on the command line, in the environment or in a file."""
     if password is not None and password_file is not None:
         raise fail("give --password or --password-file, not both")
     if password_file is not None:
-        try:
-            text = password_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or "not a UTF-8 text file"
-            raise fail(f"cannot read the password file {password_file}: {why}") from None
-        password = text.splitlines()[0] if text.splitlines() else ""
-    if password is None:
-        return None
-    if not password.strip():
-        raise fail("the password is empty")
-    if len(password) > 1024:
-        raise fail("the password is longer than 1,024 characters")
-    if re.search(r"[\x00-\x1f\x7f]", password):
-        raise fail("the password contains a control character")
-    return password
+        return password_from(password_file)
+    return None if password is None else checked_password(password)
 
 
 PASSWORD_HELP = (
@@ -331,7 +316,13 @@ def agency_list(
             )
         return
     table = Table(
-        "code", "name", "level", "parent", "active", "served by", title=f"{len(agencies)} agencies"
+        "code",
+        "name",
+        "level",
+        "parent",
+        "active",
+        "served by",
+        title=plural(len(agencies), "agency"),
     )
     for a in agencies:
         queue = served.get(a.code, "")
@@ -509,7 +500,7 @@ def gateway_remove(name: Annotated[str, typer.Argument(help="The gateway's name.
 def gateway_list() -> None:
     """List gateways and the patterns they serve."""
     gateways = with_registry(lambda r: r.list_gateways())
-    table = Table("gateway", "serves", "active", title=f"{len(gateways)} gateways")
+    table = Table("gateway", "serves", "active", title=plural(len(gateways), "gateway"))
     for g in gateways:
         table.add_row(
             Text(g.username),

@@ -48,6 +48,7 @@ from ._common import (
     load_signer,
     mask,
     os_failure,
+    password_from,
     plural,
     read_limited,
     writable_file,
@@ -86,20 +87,6 @@ def _amqp_url(value: str, where: str) -> SplitResult:
     return parts
 
 
-def _read_password(path: Path) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or "not a UTF-8 text file"
-        raise fail(f"cannot read the password file {path}: {why}") from None
-    password = lines[0] if lines else ""
-    if not password.strip():
-        raise fail(f"the password file {path} has an empty first line")
-    if re.search(r"[\x00-\x1f\x7f]", password):
-        raise fail(f"the password in {path} contains a control character")
-    return password
-
-
 def _connection(
     url: str | None, user: str | None, principal: str, password_file: Path | None
 ) -> tuple[str, str]:
@@ -119,7 +106,7 @@ def _connection(
     if password_file is not None and explicit and url_password is not None:
         raise fail("give the password in --url or in --password-file, not both")
     if password_file is not None:
-        password: str | None = _read_password(password_file)
+        password: str | None = password_from(password_file)
     elif url_password is not None:
         password = url_password
     else:

@@ -153,8 +153,12 @@ class TrustStore:
         The CRL files are reloaded when they change (see the module's note)."""
         try:
             anchors = x509.load_pem_x509_certificates(Path(bundle).read_bytes())
-        except (OSError, ValueError) as exc:
-            raise TrustConfigError(f"cannot use the CA bundle {bundle}: {exc}") from None
+        except OSError as exc:
+            raise TrustConfigError(_unreadable("the CA bundle", bundle, exc)) from None
+        except ValueError:  # cryptography's text points to its FAQ, not to the file
+            raise TrustConfigError(
+                f"cannot use the CA bundle {bundle}: not PEM certificates"
+            ) from None
         files = tuple(Path(p) for p in crls)
         stamps = _stamps(files)
         store = cls(anchors, _load_crls(files), crl_sources=[str(p) for p in files], clock=clock)
@@ -317,9 +321,15 @@ def _load_crls(files: Sequence[Path]) -> list[x509.CertificateRevocationList]:
                 if raw.lstrip().startswith(b"-----")
                 else x509.load_der_x509_crl(raw)
             )
-        except (OSError, ValueError) as exc:
-            raise TrustConfigError(f"cannot use the CRL {path}: {exc}") from None
+        except OSError as exc:
+            raise TrustConfigError(_unreadable("the CRL", path, exc)) from None
+        except ValueError:  # the ASN.1 parser's text says nothing to a user
+            raise TrustConfigError(f"cannot use the CRL {path}: not a CRL (PEM or DER)") from None
     return loaded
+
+
+def _unreadable(what: str, path: Path, exc: OSError) -> str:
+    return f"cannot read {what} {path}: {exc.strerror or exc}"
 
 
 def _key_usage(certificate: x509.Certificate) -> x509.KeyUsage | None:
