@@ -102,3 +102,15 @@ def test_readme_commands_work_in_order_from_a_fresh_copy(tmp_path: Path) -> None
         f"--- stderr\n{result.stderr[-4000:]}"
     )
     assert "Traceback" not in result.stderr
+    chatter = [line for line in result.stderr.splitlines() if " INFO " in line or "[info" in line]
+    assert chatter == []  # library and log lines stay off a command's stderr
+    made = {p.name + ("/" if p.is_dir() else "") for p in clone.iterdir()}
+    made -= {name.split("/")[0] + ("/" if "/" in name else "") for name in tracked if name}
+    made -= {".venv"}
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", *sorted(made)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert made and sorted(made) == sorted(ignored)  # what README makes, .gitignore covers
