@@ -13,6 +13,8 @@ import aio_pika
 import typer
 from aio_pika.abc import AbstractChannel
 from aio_pika.exceptions import AMQPError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .. import topology
 from ..access import Grant, UserLimits
@@ -22,6 +24,7 @@ from ..provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
 from ._common import fail, plural, with_registry
 
 T = TypeVar("T")
+PROGRESS_FROM = 50  # bindings to change before a progress bar is worth showing
 
 
 class BrokerUnreachable(Exception):
@@ -159,11 +162,25 @@ def route() -> Routes | None:
     bind, unbind = topology.route_changes(wanted, current)
     if bind or unbind:
         try:
-            on_channel(
-                lambda channel: topology.apply_routes(
-                    channel, bind, unbind, settings.delivery_limit
+            with Progress(
+                TextColumn("binding inboxes"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=True,
+                disable=len(bind) + len(unbind) < PROGRESS_FROM,
+            ) as progress:
+                task = progress.add_task("bind", total=len(bind) + len(unbind))
+                on_channel(
+                    lambda channel: topology.apply_routes(
+                        channel,
+                        bind,
+                        unbind,
+                        settings.delivery_limit,
+                        lambda: progress.advance(task),
+                    )
                 )
-            )
         except BrokerUnreachable as exc:
             _not_routed(str(exc))
             return None
