@@ -38,7 +38,9 @@ _WIDE_STARTS = {b"\x00\x00\x00<", b"<\x00\x00\x00", b"\x00<\x00?", b"<\x00?\x00"
 _DECLARED_ENCODING = re.compile(
     rb"(?:\xef\xbb\xbf)?<\?xml[ \t\r\n][^>]*?encoding[ \t\r\n]*=[ \t\r\n]*[\"']([^\"'>]*)[\"']"
 )
-_XMLNS = re.compile(rb"xmlns(?::[^ \t\r\n=/>]+)?[ \t\r\n]*=")
+# a prefix holds no ':' and is bounded: `xmlns:xmlns:xmlns:...` without '=' is one short
+# try per occurrence, not a rescan of the rest of the run from each (quadratic)
+_XMLNS = re.compile(rb"xmlns(?::[^ \t\r\n=/>:]{1,255})?[ \t\r\n]*=")
 _TAG_NAME = re.compile(rb"[^ \t\r\n/>]+")
 _UTF8_CHUNK = 1024 * 1024
 _SPACE = re.compile(rb"[ \t\r\n]*")
