@@ -172,16 +172,16 @@ class TrustStore:
         self._next_look = time.monotonic() + seconds
 
     def _refresh(self, now: datetime) -> None:
-        """Reload the CRL files if they changed or one is past its nextUpdate."""
-        if not self._files:
+        """Reload the CRL files if they changed or one is past its nextUpdate, looking at
+        most every refresh interval (an out-of-date CRL would otherwise be read again for
+        every package until its replacement comes)."""
+        if not self._files or time.monotonic() < self._next_look:
             return
         due = any(
             e.crl.next_update_utc is None or now > e.crl.next_update_utc
             for entries in self._crls.values()
             for e in entries
         )
-        if not due and time.monotonic() < self._next_look:
-            return
         with self._lock:
             self._next_look = time.monotonic() + self._refresh_seconds
             try:

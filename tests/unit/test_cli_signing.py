@@ -87,7 +87,7 @@ def test_clear_errors_for_bad_use(tmp_path: Path) -> None:
     code, _, stderr = invoke("sign", tmp_path / "missing.edxml", "--key", "k", "--cert", "c")
     assert code == 1 and "cannot read" in stderr
     code, _, stderr = invoke("validate", tmp_path / "x.edxml", "--trust", tmp_path / "nope.pem")
-    assert code == 2 and "cannot use the CA bundle" in stderr
+    assert code == 2 and "cannot read the CA bundle" in stderr and "nope.pem" in stderr
 
 
 # --- issue 13: bad input, key/certificate checks, no silent overwrite, our own words -------

@@ -15,6 +15,7 @@ from lxml import etree
 
 from backbone import edxml, signing
 from backbone.errors import ErrorCode, SignatureError, TrustConfigError
+from backbone.signing import trust as trust_module
 
 from ..conftest import SENDER, Signer, make_document, make_status
 
@@ -404,11 +405,41 @@ def test_an_expired_crl_is_an_error(
     stale.write_bytes(
         _crl_signed_by(issuing.subject, key, next_update=datetime.now(UTC) - timedelta(hours=1))
     )
-    store = signing.TrustStore.from_files(pki.ca_bundle, [stale])
+    store = signing.TrustStore.from_files(pki.ca_bundle, [stale], refresh_seconds=0)
     refusal = _refused(
         signing.Verifier(store, signing.SubjectBinding()), signers["G22"].sign(package)
     )
     assert refusal.code == ErrorCode.REVOCATION_UNKNOWN and "out of date" in refusal.message
+
+
+def test_an_out_of_date_crl_is_read_again_once_per_interval_not_per_package(
+    pki: signing.Pki,
+    signers: dict[str, Signer],
+    package: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    issuing = x509.load_pem_x509_certificate((pki.directory / "intermediate-ca.pem").read_bytes())
+    key = serialization.load_pem_private_key(
+        (pki.directory / "intermediate-ca.key").read_bytes(), None
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    stale = tmp_path / "stale-crl.pem"
+    stale.write_bytes(
+        _crl_signed_by(issuing.subject, key, next_update=datetime.now(UTC) - timedelta(hours=1))
+    )
+    store = signing.TrustStore.from_files(pki.ca_bundle, [stale], refresh_seconds=3600)
+    loads = []
+    real = trust_module._load_crls
+    monkeypatch.setattr(trust_module, "_load_crls", lambda files: loads.append(1) or real(files))
+    verifier = signing.Verifier(store, signing.SubjectBinding())
+    signed = signers["G22"].sign(package)
+    for _ in range(5):
+        assert _refused(verifier, signed).code == ErrorCode.REVOCATION_UNKNOWN
+    assert loads == []  # the next look is an hour away
+    store.refresh_every(0)
+    _refused(verifier, signed)
+    assert loads == [1]
 
 
 def test_trust_configuration_errors_name_the_file(tmp_path: Path) -> None:
