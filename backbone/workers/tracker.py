@@ -40,6 +40,7 @@ log = get_logger("backbone.tracker")
 MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
 DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not recorded yet
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
+BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
 PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
 BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker stops consuming
 
@@ -174,17 +175,24 @@ class Tracker:
                 self._held -= item.size
 
     async def _record(self, items: list[_Item]) -> None:
+        """Record and forward a batch; a database outage is waited out, a broker fault
+        (a publish not confirmed) retried BROKER_RETRIES times before the batch fails."""
         pauses = iter(DATABASE_PAUSES)
+        broker_faults = 0
         while True:
             try:
                 async with self.store.transaction() as session:
                     deferred, outgoing = await self._apply(session, items)
                     await self._publish(outgoing)  # before the commit: at least once
                 break
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, AMQPError) as exc:
+                if isinstance(exc, AMQPError):
+                    broker_faults += 1
+                    if broker_faults > BROKER_RETRIES:
+                        raise
                 pause = next(pauses, DATABASE_PAUSES[-1])
                 log.warning(
-                    "database unavailable; retrying the batch",
+                    "database or broker unavailable; retrying the batch",
                     error=repr(exc)[:300],
                     events=len(items),
                     pause=pause,

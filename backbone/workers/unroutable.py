@@ -9,6 +9,7 @@ it once a queue serves the recipient. Statuses that found no inbox are dead-lett
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -69,9 +70,17 @@ class Unroutable:
             await self.handle(message)
         except AMQPError as exc:  # not confirmed: the broker redelivers it
             log.warning("could not report an undeliverable copy; retried", error=repr(exc))
-            await message.nack(requeue=True)
+            with contextlib.suppress(AMQPError):  # a broken channel hands it back anyway
+                await message.nack(requeue=True)
             return
-        await message.reject(requeue=False)  # kept in backbone.quarantine for a replay
+        except Exception as exc:  # a bug or a hostile header: never hold the prefetch
+            log.error(
+                "could not report an undeliverable copy; quarantined",
+                error=repr(exc)[:300],
+                exc_info=True,
+            )
+        with contextlib.suppress(AMQPError):
+            await message.reject(requeue=False)  # kept in backbone.quarantine for a replay
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         headers = message.headers or {}

@@ -8,9 +8,11 @@ import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
+from aio_pika.exceptions import AMQPError
 from sqlalchemy import select
 
 from backbone import edxml, signing, topology
@@ -98,6 +100,44 @@ async def test_an_event_with_a_300_character_message_id_fails_alone(pipeline: Pi
     (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=20)
     assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
     await assert_tracker_records_the_next_document(pipeline)
+
+
+async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tracker's 02 for a refused status meets one unconfirmed publish: the batch is
+    retried, and the sender still hears of it."""
+    await agencies(pipeline)
+    real = pipeline.tracker._publish
+    faults = []
+
+    async def once_refused(outgoing: Any) -> None:
+        if outgoing and not faults:
+            faults.append(1)
+            raise AMQPError("publish not confirmed")
+        await real(outgoing)
+
+    monkeypatch.setattr(pipeline.tracker, "_publish", once_refused)
+    event = Event(
+        kind=Kind.STATUS,
+        sender=RECIPIENTS[0],
+        recipient=SENDER,
+        document_id="x,2",
+        status_code="01",
+        message_id=uuid.uuid4().hex,
+    )
+    connection = await aio_pika.connect(pipeline.url())
+    try:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.EVENTS)
+        await exchange.publish(
+            aio_pika.Message(event.body(), message_id=event.event_id), routing_key="event.status"
+        )
+    finally:
+        await connection.close()
+    (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=30)
+    assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
+    assert faults == [1]
 
 
 async def assert_tracker_records_the_next_document(pipeline: Pipeline) -> None:

@@ -1,0 +1,55 @@
+"""The undeliverable consumer settles every message it takes: a copy it cannot report for
+an unexpected reason goes to the quarantine instead of holding its prefetch for ever."""
+
+from __future__ import annotations
+
+import pytest
+from aio_pika.exceptions import AMQPError
+
+from backbone.config import Settings
+from backbone.workers.outbox import Outbox
+from backbone.workers.unroutable import Unroutable
+
+
+class Message:
+    """What the consumer calls on a message, recorded."""
+
+    def __init__(self, fail_settling: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail_settling = fail_settling
+
+    async def reject(self, requeue: bool) -> None:
+        self.calls.append(f"reject requeue={requeue}")
+        if self.fail_settling:
+            raise AMQPError("channel closed")
+
+    async def nack(self, requeue: bool) -> None:
+        self.calls.append(f"nack requeue={requeue}")
+        if self.fail_settling:
+            raise AMQPError("channel closed")
+
+
+@pytest.mark.parametrize(
+    ("fault", "fail_settling", "expected"),
+    [
+        (None, False, ["reject requeue=False"]),  # reported: the copy kept for a replay
+        (ValueError("a hostile header"), False, ["reject requeue=False"]),
+        (AMQPError("not confirmed"), False, ["nack requeue=True"]),  # retried
+        (AMQPError("not confirmed"), True, ["nack requeue=True"]),  # and no exception
+        (ValueError("x"), True, ["reject requeue=False"]),
+    ],
+)
+async def test_every_message_is_settled(
+    fault: Exception | None, fail_settling: bool, expected: list[str]
+) -> None:
+    settings = Settings()
+    consumer = Unroutable(settings, Outbox(settings, None))
+
+    async def handle(message: object) -> None:
+        if fault is not None:
+            raise fault
+
+    consumer.handle = handle  # type: ignore[method-assign]
+    message = Message(fail_settling)
+    await consumer._on_message(message)  # type: ignore[arg-type]
+    assert message.calls == expected
