@@ -342,7 +342,7 @@ def agency_list(
                 )
             )
         )
-    Console().print(table)
+    Console(highlight=False, emoji=False).print(table)
 
 
 @agency_app.command("remove")
@@ -507,4 +507,4 @@ def gateway_list() -> None:
             Text(", ".join(s.pattern for s in g.scopes)),
             "yes" if g.active else "no",
         )
-    Console().print(table)
+    Console(highlight=False, emoji=False).print(table)

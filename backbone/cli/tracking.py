@@ -128,7 +128,7 @@ def status(
             shown = {"documents": found, "rejections": rejections}
         typer.echo(json.dumps(shown, ensure_ascii=False, indent=2))
         return
-    console = Console(highlight=False)
+    console = Console(highlight=False, emoji=False)
     if rejections:  # every value is data from a message: escaped, never markup
         table = Table("backbone time", "sender", "reason", "description", title="rejected")
         for r in rejections:
@@ -263,4 +263,4 @@ def _tables(result: Report, first: date, last: date, zone: str) -> None:
             escape(str(key)),
             "" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value),
         )
-    Console().print(table)
+    Console(highlight=False, emoji=False).print(table)

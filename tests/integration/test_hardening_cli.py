@@ -23,7 +23,7 @@ from ..databases import migrated
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
-MARKUP = "[/x] [link=https://evil.example]bấm[/link] [bold red]"
+MARKUP = "[/x] [link=https://evil.example]bấm[/link] [bold red] :warning:"
 
 
 @pytest.fixture
@@ -75,6 +75,7 @@ def test_agency_list_and_status_print_markup_in_data_literally(
     code, stdout, stderr = invoke("agency", "list")
     assert code == 0, stderr
     assert "[/x]" in stdout and "[link=https://evil.example]" in stdout
+    assert ":warning:" in stdout
 
     document_id = f"000.00.00.G22,2026/11/23,1/{MARKUP}"
 
@@ -120,6 +121,7 @@ def test_agency_list_and_status_print_markup_in_data_literally(
     code, stdout, stderr = invoke("status", document_id)
     assert code == 0, stderr
     assert stdout.count("[/x]") == 2  # the DocumentId and the Description, as written
+    assert stdout.count(":warning:") == 2 and "⚠" not in stdout
 
 
 # --- 25: input checks ---------------------------------------------------------------------------
