@@ -36,6 +36,7 @@ from .signing.pki import PrivateKey
 
 log = get_logger("backbone.client")
 _SEEN = 100_000  # backbone ids remembered for dropping redelivered copies
+RECEIVE_PREFETCH = 32  # deliveries a receive() holds unacknowledged
 
 
 class SendError(BackboneError):
@@ -235,9 +236,11 @@ class AsyncGateway(_Common):
         self, queue: str, *, timeout: float | None = None, count: int | None = None
     ) -> AsyncGenerator[Delivery, None]:
         """Deliveries from ``queue`` until ``count`` were yielded or ``timeout`` seconds pass
-        without one. Documents are answered with status 01 before they are yielded."""
+        without one. With ``auto_arrived``, documents are answered with status 01 before
+        they are yielded; without, the caller answers (once it has stored them). At most
+        RECEIVE_PREFETCH are held unacknowledged at once."""
         channel = await self._connection.channel()  # type: ignore[union-attr]
-        await channel.set_qos(prefetch_count=32)
+        await channel.set_qos(prefetch_count=RECEIVE_PREFETCH)
         inbox = await channel.get_queue(queue, ensure=False)
         yielded = 0
         async with inbox.iterator(timeout=timeout) as messages:

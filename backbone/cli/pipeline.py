@@ -33,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .. import edxml, signing, topology
 from ..agency import AgencyCode, AgencyCodeError
-from ..client import AsyncGateway, Delivery, SendError
+from ..client import RECEIVE_PREFETCH, AsyncGateway, Delivery, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
@@ -495,6 +495,8 @@ def receive(
                             f"({exc.strerror or exc}); left in {queue}",
                             err=True,
                         )
+                        if unsaved >= RECEIVE_PREFETCH:  # all it may hold: nothing more comes
+                            return
                         continue  # unacknowledged: back to the inbox when this ends
                     line += f" saved as {name}"
                 if isinstance(delivery.package, edxml.DocumentPackage):
