@@ -23,7 +23,7 @@ from ..access import Grant, agency_grant, gateway_grant, operators_grant, worker
 from ..config import get_settings
 from ..mgmt import Management, ManagementError
 from ..provisioning import Provisioned
-from ..registry import Registry, gateway_name
+from ..registry import Registry, RegistryError, gateway_name
 from ..store import migrate
 from ..store.models import AccessChange, Agency, Principal
 from . import _broker as broker
@@ -259,15 +259,17 @@ def agency_add(
         f"{code} registered ({name.strip()})"
         + (f" with {plural(len(certificates), 'certificate')}" if certificates else "")
     )
+    if principal:  # its user first: its deliveries move to its inbox only once it can read it
+        done = broker.provision(
+            code,
+            agency_grant(code, broker.principal_limits()),
+            password=secret,
+            rotate=rotate_password,
+        )
+        typer.echo(broker.describe(done))
+        broker.show_password(done)
+        _record(done)
     _show_routes(broker.route())
-    if not principal:
-        return
-    done = broker.provision(
-        code, agency_grant(code, broker.principal_limits()), password=secret, rotate=rotate_password
-    )
-    typer.echo(broker.describe(done))
-    broker.show_password(done)
-    _record(done)
 
 
 def _show_routes(routes: broker.Routes | None) -> None:
@@ -454,7 +456,10 @@ def gateway_add(
     the identifiers it serves and read its gateway queue and their inboxes, nothing
     else. Every input is checked before anything is written; safe to run again."""
     secret = _password(password, password_file)
-    with_registry(lambda r: _checked_name(name))
+    try:
+        gateway_name(name)
+    except RegistryError as exc:
+        raise fail(str(exc)) from None
     _reserved(name)
     _not_someone_elses(name, secret, rotate_password)
     with_registry(lambda r: r.add_gateway(name, serves))
@@ -463,8 +468,7 @@ def gateway_add(
         f"the queue of gateway {name}",
         lambda channel: topology.declare_gateway(channel, name, [], get_settings().delivery_limit),
     )
-    _show_routes(broker.route())
-    done = broker.provision(
+    done = broker.provision(  # its user first: deliveries move to its queue once it can read
         name,
         gateway_grant(name, serves, broker.principal_limits()),
         password=secret,
@@ -473,10 +477,7 @@ def gateway_add(
     typer.echo(broker.describe(done))
     broker.show_password(done)
     _record(done)
-
-
-async def _checked_name(name: str) -> None:
-    gateway_name(name)  # a RegistryError: one line, like the registry's own
+    _show_routes(broker.route())
 
 
 @gateway_app.command("remove")

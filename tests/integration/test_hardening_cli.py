@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 from backbone.agency import AgencyCode, PatternError, validate_pattern
@@ -19,7 +20,7 @@ from backbone.config import get_settings
 from backbone.store import Store
 from backbone.store.models import Delivery, Document, Event
 
-from ..databases import migrated
+from ..databases import migrated, postgres_unreachable
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -202,3 +203,23 @@ def test_help_is_plain_text_with_its_defaults_and_h_works() -> None:
     code, stdout, _ = invoke("init", "--help")
     summary = stdout.split("Options:")[0]
     assert "Set up the database (every migration) and the broker:" in " ".join(summary.split())
+
+
+# --- 18: a password never shown -----------------------------------------------------------------
+
+
+def test_init_shows_the_database_without_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unreachable = postgres_unreachable()
+    if unreachable:
+        pytest.skip(unreachable)  # PostgreSQL's trust auth takes any password: it must be hidden
+    with migrated("postgresql", tmp_path) as url:
+        with_password = make_url(url).set(password="s3cret-pw").render_as_string(False)
+        monkeypatch.setenv("BACKBONE_DATABASE_URL", with_password)
+        get_settings.cache_clear()
+        code, stdout, stderr = invoke("init", "--no-broker")
+        get_settings.cache_clear()
+    assert code == 0, stderr
+    assert "database ready: " in stdout and ":***@" in stdout
+    assert "s3cret-pw" not in stdout + stderr
