@@ -85,9 +85,15 @@ class Tracker:
         self._stopping = asyncio.Event()
         self.byte_budget = BYTE_BUDGET
         self._held = 0  # bytes of the events received and not yet settled
+        self.pauses = 0  # times the byte budget stopped the deliveries
 
     def stop(self) -> None:
         self._stopping.set()
+
+    @property
+    def held(self) -> int:
+        """Bytes of the events received and not yet settled."""
+        return self._held
 
     async def run(self, prefetch: int = PREFETCH, ready: asyncio.Event | None = None) -> None:
         connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
@@ -109,6 +115,7 @@ class Tracker:
                 if tag is not None and self._held > self.byte_budget:
                     await queue.cancel(tag)
                     tag = None
+                    self.pauses += 1
                     log.info("tracker paused: byte budget reached", held=self._held)
                 elif tag is None and self._held <= self.byte_budget // 2:
                     if self._stopping.is_set():

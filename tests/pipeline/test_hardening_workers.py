@@ -241,13 +241,34 @@ async def test_a_small_package_completes_while_a_large_one_is_being_checked(
     assert order == ["large released"]
 
 
-async def test_the_tracker_pauses_at_its_byte_budget_and_resumes(pipeline: Pipeline) -> None:
-    """Past the budget it stops consuming; once what it holds is settled it goes on."""
+async def test_the_tracker_pauses_at_its_byte_budget_and_resumes(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budget it stops consuming; once what it holds is settled it goes on. The
+    first batch is held until more events have arrived, so that they are over the budget
+    when it settles."""
     await agencies(pipeline)
-    pipeline.tracker.byte_budget = 1  # every event is over it
-    for _ in range(3):
-        await assert_tracker_records_the_next_document(pipeline)
-    assert pipeline.tracker._held == 0
+    tracker = pipeline.tracker
+    tracker.byte_budget = 1  # every event is over it
+    real, held_back = tracker._record_isolated, asyncio.Event()
+
+    async def first_batch_held(items: list[Any]) -> None:
+        if not held_back.is_set():
+            held_back.set()
+            first = sum(item.size for item in items)
+            for _ in range(300):
+                if tracker.held > first:  # more arrived while this batch was held
+                    break
+                await asyncio.sleep(0.1)
+        await real(items)
+
+    monkeypatch.setattr(tracker, "_record_isolated", first_batch_held)
+    for _ in range(2):
+        package = document(recipients=[RECIPIENTS[0]])
+        await publish(pipeline, pipeline.signers["G22"].sign(package), uuid.uuid4().hex)
+    await assert_tracker_records_the_next_document(pipeline)  # it resumed after the pause
+    assert tracker.pauses >= 1
+    assert tracker.held == 0
 
 
 async def test_the_private_node_refuses_a_message_just_above_the_package_limit(
