@@ -223,3 +223,36 @@ def test_init_shows_the_database_without_its_password(
     assert code == 0, stderr
     assert "database ready: " in stdout and ":***@" in stdout
     assert "s3cret-pw" not in stdout + stderr
+
+
+# --- 22: every outcome found by the id send printed ---------------------------------------------
+
+
+def test_status_finds_a_rejected_document_by_the_id_send_printed(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    document_id = "000.00.00.G22,2026/11/23,0701302272984"
+
+    async def fill() -> None:
+        store = Store(database)
+        async with store.transaction() as session:
+            session.add(
+                Event(
+                    event_id=uuid.uuid4().hex,
+                    sender="000.00.00.G22",
+                    edxml_document_id=document_id,
+                    kind="rejected",
+                    reason_code="digest-mismatch",
+                    description="the package was changed after signing",
+                    recorded_at=datetime.now(UTC),
+                )
+            )
+        await store.close()
+
+    asyncio.run(fill())
+    code, stdout, stderr = invoke("status", document_id)
+    assert code == 0, stderr
+    assert "rejected" in stdout and "digest-mismatch" in stdout and "+07:00" in stdout
+    code, stdout, _ = invoke("status", document_id, "--json")
+    assert code == 0 and '"reason": "digest-mismatch"' in stdout
