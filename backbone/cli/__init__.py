@@ -10,7 +10,6 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from typer import _click
 from typer.core import TyperGroup
 
 from .. import __version__, edxml, signing
@@ -35,11 +34,12 @@ class _Backbone(TyperGroup):
     ) -> Any:
         try:
             code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
-        except _click.exceptions.UsageError as exc:
-            where = f" (see `{exc.ctx.command_path} -h`)" if exc.ctx is not None else ""
-            code = _error(f"{exc.format_message()}{where}", exc.exit_code)
-        except _click.exceptions.ClickException as exc:
-            code = _error(exc.format_message(), exc.exit_code)
+        except typer.TyperException as exc:  # click's usage and parameter errors
+            ctx = getattr(exc, "ctx", None)  # a usage error says which command
+            where = f" (see `{ctx.command_path} -h`)" if ctx is not None else ""
+            format_message = getattr(exc, "format_message", None)
+            message = format_message() if format_message is not None else str(exc)
+            code = _error(f"{message}{where}", int(getattr(exc, "exit_code", 2)))
         except typer.Abort:
             code = _error("aborted", 1)
         except Exception as exc:
