@@ -21,7 +21,7 @@ from ..access import Grant, UserLimits
 from ..config import get_settings
 from ..mgmt import Management, ManagementError
 from ..provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
-from ._common import fail, plural, with_registry
+from ._common import fail, plural, warn, with_registry
 
 T = TypeVar("T")
 PROGRESS_FROM = 50  # bindings to change before a progress bar is worth showing
@@ -73,10 +73,9 @@ def declare(what: str, work: Callable[[AbstractChannel], Awaitable[None]]) -> bo
     try:
         on_channel(work)
     except BrokerUnreachable as exc:
-        typer.echo(
-            f"warning: {what} not declared, the broker is unreachable ({exc}); "
-            "run `backbone init` once it is up",
-            err=True,
+        warn(
+            f"{what} not declared, the broker is unreachable ({exc}); "
+            "run `backbone init` once it is up"
         )
         return False
     except BrokerRefused as exc:
@@ -192,10 +191,9 @@ def route() -> Routes | None:
 
 
 def _not_routed(why: str) -> None:
-    typer.echo(
-        f"warning: inboxes not declared and bound, the broker is unreachable ({why}); "
-        "run `backbone init` once it is up",
-        err=True,
+    warn(
+        f"inboxes not declared and bound, the broker is unreachable ({why}); "
+        "run `backbone init` once it is up"
     )
 
 

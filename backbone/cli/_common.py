@@ -22,6 +22,7 @@ from ..signing.pki import AGENCY_ATTRIBUTE, PrivateKey
 from ..store import Store
 
 T = TypeVar("T")
+_ERRNO = re.compile(r"\"?\[Errno -?\d+\] (?P<reason>[^\"]*)\"?")
 _PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@", re.I)
 
 
@@ -36,10 +37,22 @@ def read_limited(path: Path, limit: int) -> bytes:
         return handle.read(limit + 1)
 
 
+def plain(text: str) -> str:
+    """A message as a user reads it: on one line, passwords masked, without the errno
+    decoration the OS and asyncio wrap their reasons in (``"[Errno 111] Connect call
+    failed ..."``)."""
+    return _ERRNO.sub(r"\g<reason>", " ".join(mask(text).split()))
+
+
+def warn(message: str) -> None:
+    """One line ``warning: ...`` on stderr, in the words of :func:`plain`."""
+    typer.echo(f"warning: {plain(message)}", err=True)
+
+
 def fail(message: str) -> typer.Exit:
     """Say what went wrong on stderr, on one line with passwords masked; the caller raises
     the returned exit (status 1)."""
-    line = " ".join(mask(message).split())
+    line = plain(message)
     typer.echo(f"error: {line}", err=True)
     return typer.Exit(1)
 

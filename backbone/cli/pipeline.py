@@ -51,6 +51,7 @@ from ._common import (
     password_from,
     plural,
     read_limited,
+    warn,
     writable_file,
     write_durably,
 )
@@ -560,10 +561,9 @@ async def _check_services(settings: Settings) -> None:
             await session.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         why = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200] or type(exc).__name__
-        typer.echo(
-            f"warning: the database {mask(settings.database_url)} does not answer ({why}); "
-            "the workers start and wait for it",
-            err=True,
+        warn(
+            f"the database {settings.database_url} does not answer ({why}); "
+            "the workers start and wait for it"
         )
     finally:
         await store.close()
