@@ -47,9 +47,11 @@ class Record(BaseModel):
 
 
 class Organization(Record):
-    """``From`` and each ``To``: the agency and how to reach it."""
+    """``From`` and each ``To``: the agency and how to reach it. The schema requires
+    OrganId: an empty one is refused as missing (a model without it would be written
+    back as a package the schema refuses)."""
 
-    organ_id: str | None = None
+    organ_id: str
     organization_in_charge: str | None = None
     organ_name: str | None = None
     organ_add: str | None = None
