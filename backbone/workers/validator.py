@@ -58,7 +58,8 @@ MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
 # messages in flight per process: enough for the acceptances to be committed in groups
 # (the benchmark: 32 -> 128 gave 15% more documents a second with two validators)
 PREFETCH = 128
-STOP_TIMEOUT = 20.0  # seconds a stopping validator gives in-flight messages, then again to cancel
+STOP_TIMEOUT = 30.0  # seconds a stopping validator gives the messages it holds
+CANCEL_TIMEOUT = 5.0  # then seconds for the cancelled ones to let go of their connections
 
 
 class Check(StrEnum):
@@ -140,17 +141,21 @@ class Validator:
 
     async def _finish_in_flight(self) -> None:
         """Finish what was started; past STOP_TIMEOUT, cancel the rest (unacked, so the
-        broker redelivers it) and wait for them to let go of their database connections:
-        one still checked out when the store closes keeps its thread, and the process,
-        alive."""
+        broker redelivers it) and wait CANCEL_TIMEOUT for them to let go of their database
+        connections: one still checked out when the store closes keeps its thread, and the
+        process, alive. The warning says where each was waiting."""
         if not self._in_flight:
             return
         _, pending = await asyncio.wait(self._in_flight, timeout=STOP_TIMEOUT)
         if pending:
-            log.warning("stopping: messages not finished are handed back", count=len(pending))
+            log.warning(
+                "stopping: messages not finished are handed back",
+                count=len(pending),
+                waiting_in=sorted({_awaiting(task) for task in pending})[:5],
+            )
             for task in pending:
                 task.cancel()
-            await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+            await asyncio.wait(pending, timeout=CANCEL_TIMEOUT)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -176,7 +181,7 @@ class Validator:
             try:
                 await self._process(message, bound)
             except TRANSIENT as exc:
-                if pause is None or self._stopping.is_set():
+                if pause is None:  # stopping too: what it holds it finishes (or STOP_TIMEOUT)
                     bound.warning("transient failure; handed back for redelivery", error=repr(exc))
                     await _settle(message, requeue=True)
                     return
@@ -506,6 +511,16 @@ def build(settings: Settings) -> tuple[Validator, Store]:
     store = Store(settings.database_url)
     registry = Registry(store, ttl=settings.registry_ttl)
     return Validator(settings, store, registry, verifier, signer), store
+
+
+def _awaiting(task: asyncio.Task[None]) -> str:
+    """Where a task waits: its chain of awaited coroutines (``handle:180>_process:204...``)."""
+    where: list[str] = []
+    coro: Any = task.get_coro()
+    while getattr(coro, "cr_frame", None) is not None:
+        where.append(f"{coro.cr_code.co_name}:{coro.cr_frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None)
+    return ">".join(where)
 
 
 async def serve(settings: Settings, prefetch: int, with_tracker: bool = False) -> None:
