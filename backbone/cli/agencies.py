@@ -260,16 +260,17 @@ def agency_add(
         + (f" with {plural(len(certificates), 'certificate')}" if certificates else "")
     )
     if principal:  # its user first: its deliveries move to its inbox only once it can read it
-        done = broker.provision(
-            code,
-            agency_grant(code, broker.principal_limits()),
-            password=secret,
-            rotate=rotate_password,
-        )
-        typer.echo(broker.describe(done))
-        broker.show_password(done)
-        _record(done)
+        _provision(code, agency_grant(code, broker.principal_limits()), secret, rotate_password)
     _show_routes(broker.route())
+
+
+def _provision(name: str, grant: Grant, password: str | None, rotate: bool) -> None:
+    """Provision a principal's broker user, say what changed (the password once) and
+    record it."""
+    done = broker.provision(name, grant, password=password, rotate=rotate)
+    typer.echo(broker.describe(done))
+    broker.show_password(done)
+    _record(done)
 
 
 def _show_routes(routes: broker.Routes | None) -> None:
@@ -468,15 +469,8 @@ def gateway_add(
         f"the queue of gateway {name}",
         lambda channel: topology.declare_gateway(channel, name, [], get_settings().delivery_limit),
     )
-    done = broker.provision(  # its user first: deliveries move to its queue once it can read
-        name,
-        gateway_grant(name, serves, broker.principal_limits()),
-        password=secret,
-        rotate=rotate_password,
-    )
-    typer.echo(broker.describe(done))
-    broker.show_password(done)
-    _record(done)
+    grant = gateway_grant(name, serves, broker.principal_limits())
+    _provision(name, grant, secret, rotate_password)  # its user first, then its deliveries
     _show_routes(broker.route())
 
 

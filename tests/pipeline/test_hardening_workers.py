@@ -88,15 +88,7 @@ async def test_an_event_with_a_300_character_message_id_fails_alone(pipeline: Pi
         status_code="01",
         message_id="s" * 300,
     )
-    connection = await aio_pika.connect(pipeline.url())
-    try:
-        channel = await connection.channel()
-        exchange = await channel.get_exchange(topology.EVENTS)
-        await exchange.publish(
-            aio_pika.Message(event.body(), message_id=event.event_id), routing_key="event.status"
-        )
-    finally:
-        await connection.close()
+    await publish_event(pipeline, event)
     (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=20)
     assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
     await assert_tracker_records_the_next_document(pipeline)
@@ -126,6 +118,14 @@ async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
         status_code="01",
         message_id=uuid.uuid4().hex,
     )
+    await publish_event(pipeline, event)
+    (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=30)
+    assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
+    assert faults == [1]
+
+
+async def publish_event(pipeline: Pipeline, event: Event) -> None:
+    """An event straight to the tracker's exchange, as the validator publishes it."""
     connection = await aio_pika.connect(pipeline.url())
     try:
         channel = await connection.channel()
@@ -135,9 +135,6 @@ async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
         )
     finally:
         await connection.close()
-    (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=30)
-    assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
-    assert faults == [1]
 
 
 async def assert_tracker_records_the_next_document(pipeline: Pipeline) -> None:

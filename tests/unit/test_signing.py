@@ -393,9 +393,8 @@ def test_a_crl_not_signed_by_its_issuer_is_an_error(
         signing.TrustStore.from_files(pki.ca_bundle, [forged])
 
 
-def test_an_expired_crl_is_an_error(
-    pki: signing.Pki, signers: dict[str, Signer], package: bytes, tmp_path: Path
-) -> None:
+def _stale_crl(pki: signing.Pki, tmp_path: Path) -> Path:
+    """A CRL of the issuing CA, properly signed, whose nextUpdate passed an hour ago."""
     issuing = x509.load_pem_x509_certificate((pki.directory / "intermediate-ca.pem").read_bytes())
     key = serialization.load_pem_private_key(
         (pki.directory / "intermediate-ca.key").read_bytes(), None
@@ -405,6 +404,13 @@ def test_an_expired_crl_is_an_error(
     stale.write_bytes(
         _crl_signed_by(issuing.subject, key, next_update=datetime.now(UTC) - timedelta(hours=1))
     )
+    return stale
+
+
+def test_an_expired_crl_is_an_error(
+    pki: signing.Pki, signers: dict[str, Signer], package: bytes, tmp_path: Path
+) -> None:
+    stale = _stale_crl(pki, tmp_path)
     store = signing.TrustStore.from_files(pki.ca_bundle, [stale], refresh_seconds=0)
     refusal = _refused(
         signing.Verifier(store, signing.SubjectBinding()), signers["G22"].sign(package)
@@ -419,15 +425,7 @@ def test_an_out_of_date_crl_is_read_again_once_per_interval_not_per_package(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    issuing = x509.load_pem_x509_certificate((pki.directory / "intermediate-ca.pem").read_bytes())
-    key = serialization.load_pem_private_key(
-        (pki.directory / "intermediate-ca.key").read_bytes(), None
-    )
-    assert isinstance(key, rsa.RSAPrivateKey)
-    stale = tmp_path / "stale-crl.pem"
-    stale.write_bytes(
-        _crl_signed_by(issuing.subject, key, next_update=datetime.now(UTC) - timedelta(hours=1))
-    )
+    stale = _stale_crl(pki, tmp_path)
     store = signing.TrustStore.from_files(pki.ca_bundle, [stale], refresh_seconds=3600)
     loads = []
     real = trust_module._load_crls
