@@ -12,18 +12,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
-from typer.testing import CliRunner
 
 from backbone.agency import AgencyCode, PatternError, validate_pattern
-from backbone.cli import app
 from backbone.config import get_settings
 from backbone.store import Store
 from backbone.store.models import Delivery, Document, Event
 
 from ..databases import migrated, postgres_unreachable
+from .test_cli_registry import invoke
 
 pytestmark = pytest.mark.integration
-runner = CliRunner()
 MARKUP = "[/x] [link=https://evil.example]bấm[/link] [bold red] :warning:"
 
 
@@ -37,11 +35,6 @@ def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         get_settings.cache_clear()
         yield url
         get_settings.cache_clear()
-
-
-def invoke(*args: str | Path) -> tuple[int, str, str]:
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def one_error(stderr: str) -> str:

@@ -80,15 +80,7 @@ async def test_a_refused_status_with_a_hostile_message_id_does_not_stop_the_trac
 async def test_an_event_with_a_300_character_message_id_fails_alone(pipeline: Pipeline) -> None:
     """The event path directly: ids longer than any short string, in the event's JSON."""
     await agencies(pipeline)
-    event = Event(
-        kind=Kind.STATUS,
-        sender=RECIPIENTS[0],
-        recipient=SENDER,
-        document_id="x,1",
-        status_code="01",
-        message_id="s" * 300,
-    )
-    await publish_event(pipeline, event)
+    await publish_event(pipeline, _status_01("x,1", "s" * 300))
     (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=20)
     assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
     await assert_tracker_records_the_next_document(pipeline)
@@ -110,18 +102,22 @@ async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
         await real(outgoing)
 
     monkeypatch.setattr(pipeline.tracker, "_publish", once_refused)
-    event = Event(
-        kind=Kind.STATUS,
-        sender=RECIPIENTS[0],
-        recipient=SENDER,
-        document_id="x,2",
-        status_code="01",
-        message_id=uuid.uuid4().hex,
-    )
-    await publish_event(pipeline, event)
+    await publish_event(pipeline, _status_01("x,2", uuid.uuid4().hex))
     (refusal,) = await drain(pipeline, topology.inbox(SENDER), SENDER, count=1, timeout=30)
     assert refusal.rejection is not None and refusal.rejection["code"] == "status-refused"
     assert faults == [1]
+
+
+def _status_01(document_id: str, message_id: str) -> Event:
+    """A 01 from a recipient about a document it never received: the tracker refuses it."""
+    return Event(
+        kind=Kind.STATUS,
+        sender=RECIPIENTS[0],
+        recipient=SENDER,
+        document_id=document_id,
+        status_code="01",
+        message_id=message_id,
+    )
 
 
 async def publish_event(pipeline: Pipeline, event: Event) -> None:
