@@ -28,7 +28,8 @@ from aio_pika.connection import make_url
 from cryptography import x509
 from pika.adapters.blocking_connection import BlockingChannel
 
-from . import edxml, signing, topology
+from . import edxml, signing
+from .broker import topology
 from .edxml.factory import new_status
 from .errors import BackboneError
 from .logs import get_logger

@@ -23,12 +23,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import access, edxml, localnode, signing, topology
+from . import edxml, signing
+from .broker import access, localnode, topology
+from .broker.mgmt import Management
+from .broker.provisioning import Provisioner, new_password, vhost_url
 from .client import AsyncGateway, Delivery
 from .config import Settings
 from .edxml.factory import File, new_document
-from .mgmt import Management
-from .provisioning import Provisioner, new_password, vhost_url
 from .store import migrate
 from .workers import tracker as tracking
 from .workers.validator import build

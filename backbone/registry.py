@@ -18,8 +18,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from . import topology
 from .agency import AgencyCode, AgencyCodeError, PatternError, topic_matches, validate_pattern
+from .broker import topology
 from .errors import BackboneError
 from .signing.pki import fingerprint
 from .store import Store

@@ -24,7 +24,8 @@ from sqlalchemy import func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backbone import edxml, localnode, topology
+from backbone import edxml
+from backbone.broker import localnode, topology
 from backbone.config import Settings
 from backbone.edxml.factory import new_status
 from backbone.events import Event, Kind
@@ -140,7 +141,7 @@ def main() -> None:
         engines = ["sqlite"] + ([] if postgres_unreachable() else ["postgresql"])
         for engine in engines:
             vhost = f"bench-{engine}"
-            from backbone.mgmt import Management
+            from backbone.broker.mgmt import Management
 
             Management(node.mgmt_url).add_vhost(vhost)
             Management(node.mgmt_url).set_permissions(

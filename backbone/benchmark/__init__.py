@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from .. import localnode
+from ..broker import localnode
+from ..broker.mgmt import Management
 from ..edxml.factory import document_id_for
-from ..mgmt import Management
 from ..signing.pki import KeyType
 from ..store import migrate
 from ..workers.validator import PREFETCH

@@ -9,7 +9,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import signing, topology
+from .. import signing
+from ..broker import topology
 from ..client import AsyncGateway, Delivery
 
 Arrivals = dict[tuple[str, str], float]  # (DocumentId, recipient) -> monotonic seconds

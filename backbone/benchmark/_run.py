@@ -19,7 +19,7 @@ from pathlib import Path
 import aio_pika
 from sqlalchemy import select
 
-from .. import topology
+from ..broker import topology
 from ..client import AsyncGateway
 from ..config import Settings
 from ..events import Kind

@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 
 import aio_pika
 
-from .. import access, signing, topology
+from .. import signing
+from ..broker import access, topology
+from ..broker.mgmt import Management
+from ..broker.provisioning import Provisioner, new_password, vhost_url
 from ..config import Settings
 from ..edxml.factory import File, new_document
-from ..mgmt import Management
-from ..provisioning import Provisioner, new_password, vhost_url
 from ..registry import Registry
 from ..signing.pki import Issued, KeyType
 from ..store import Store

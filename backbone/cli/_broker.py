@@ -16,11 +16,11 @@ from aio_pika.exceptions import AMQPError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .. import topology
-from ..access import Grant, UserLimits
+from ..broker import topology
+from ..broker.access import Grant, UserLimits
+from ..broker.mgmt import Management, ManagementError
+from ..broker.provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
 from ..config import get_settings
-from ..mgmt import Management, ManagementError
-from ..provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
 from ._common import fail, plural, warn, with_registry
 
 T = TypeVar("T")

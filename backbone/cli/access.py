@@ -10,8 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .. import definitions
-from ..access import (
+from ..broker import definitions
+from ..broker.access import (
     Grant,
     Resource,
     agency_grant,
@@ -21,8 +21,8 @@ from ..access import (
     operators_grant,
     workers_grant,
 )
+from ..broker.mgmt import Management, ManagementError, user_tags
 from ..config import get_settings
-from ..mgmt import Management, ManagementError, user_tags
 from ..registry import Registry
 from ..store.models import AccessChange, Principal
 from . import _broker as broker

@@ -18,11 +18,11 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 
-from .. import topology
-from ..access import Grant, agency_grant, gateway_grant, operators_grant, workers_grant
+from ..broker import topology
+from ..broker.access import Grant, agency_grant, gateway_grant, operators_grant, workers_grant
+from ..broker.mgmt import Management, ManagementError
+from ..broker.provisioning import Provisioned
 from ..config import get_settings
-from ..mgmt import Management, ManagementError
-from ..provisioning import Provisioned
 from ..registry import Registry, RegistryError, gateway_name
 from ..store import migrate
 from ..store.models import AccessChange, Agency, Principal

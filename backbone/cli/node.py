@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from .. import localnode
+from ..broker import localnode
 from . import app
 from ._common import fail
 

@@ -31,8 +31,9 @@ from lxml import etree
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import edxml, signing, topology
+from .. import edxml, signing
 from ..agency import AgencyCode, AgencyCodeError
+from ..broker import topology
 from ..client import RECEIVE_PREFETCH, AsyncGateway, Delivery, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document

@@ -15,7 +15,8 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, DeliveryMode
 from aio_pika.exceptions import PublishError
 from cryptography import x509
 
-from .. import edxml, signing, topology
+from .. import edxml, signing
+from ..broker import topology
 from ..config import Settings
 from ..edxml.factory import new_status
 from ..errors import Issue, truncate

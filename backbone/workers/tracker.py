@@ -26,7 +26,8 @@ from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .. import lifecycle, topology
+from .. import lifecycle
+from ..broker import topology
 from ..config import Settings
 from ..errors import Issue
 from ..events import Event, Kind

@@ -15,8 +15,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import AMQPError
 
-from .. import topology
 from ..agency import AgencyCode
+from ..broker import topology
 from ..config import Settings
 from ..errors import Issue
 from ..events import Event, Kind

@@ -37,8 +37,9 @@ from aio_pika.exceptions import AMQPError
 from lxml import etree
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import edxml, signing, topology
+from .. import edxml, signing
 from ..agency import AgencyCode
+from ..broker import topology
 from ..config import Settings
 from ..edxml.rules import TIMESTAMP_FORMAT
 from ..errors import ErrorCode, InvalidPackage, Issue, PackageError, SignatureError

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from backbone import access, localnode, signing, topology
+from backbone import signing
+from backbone.broker import access, localnode, topology
+from backbone.broker.mgmt import Management
+from backbone.broker.provisioning import Provisioner, vhost_url
 from backbone.cli import app
 from backbone.config import Settings, get_settings
-from backbone.mgmt import Management
-from backbone.provisioning import Provisioner, vhost_url
 from backbone.registry import Registry
 from backbone.workers import tracker as tracking
 from backbone.workers.validator import Validator, build

@@ -22,7 +22,8 @@ from aiormq.exceptions import (
     ProbableAuthenticationError,
 )
 
-from backbone import signing, topology
+from backbone import signing
+from backbone.broker import topology
 
 from ..conftest import SENDER, Signer
 from .conftest import PASSWORD, WORKERS, Pipeline

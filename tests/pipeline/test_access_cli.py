@@ -19,7 +19,7 @@ import pytest
 from aio_pika.abc import AbstractChannel
 from aiormq.exceptions import ChannelAccessRefused
 
-from backbone import definitions, topology
+from backbone.broker import definitions, topology
 from backbone.config import get_settings
 
 from ..conftest import SENDER

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import aio_pika
 import pytest
 
-from backbone import localnode, topology
-from backbone.mgmt import Management
+from backbone.broker import localnode, topology
+from backbone.broker.mgmt import Management
 
 from ..conftest import SENDER, make_document
 from .conftest import Broker, Pipeline

@@ -21,7 +21,8 @@ import aio_pika
 import pytest
 from typer.testing import CliRunner
 
-from backbone import edxml, signing, topology
+from backbone import edxml, signing
+from backbone.broker import topology
 from backbone.cli import app
 from backbone.cli.pipeline import file_name
 from backbone.client import AsyncGateway, Delivery

@@ -69,7 +69,7 @@ def pika_gateway(
 
 
 def test_the_contract_names_match_the_topology() -> None:
-    from backbone import topology
+    from backbone.broker import topology
 
     assert address("submit") == topology.SUBMIT and address("deliver") == topology.DELIVER
     assert address("inbox", agency=RECIPIENT) == topology.inbox(RECIPIENT)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from backbone.broker.mgmt import Management
 from backbone.cli import app
-from backbone.mgmt import Management
 
 from .conftest import Broker
 

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from backbone import localnode, topology
+from backbone.broker import localnode, topology
 
 pytestmark = pytest.mark.pipeline
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "rabbitmq"

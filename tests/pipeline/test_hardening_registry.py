@@ -13,7 +13,8 @@ from aiormq.exceptions import ChannelAccessRefused
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
 
-from backbone import edxml, topology
+from backbone import edxml
+from backbone.broker import topology
 from backbone.client import AsyncGateway
 from backbone.store import repository as repo
 from backbone.store.models import Delivery

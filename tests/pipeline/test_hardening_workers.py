@@ -15,7 +15,8 @@ import pytest
 from aio_pika.exceptions import AMQPError
 from sqlalchemy import select
 
-from backbone import edxml, signing, topology
+from backbone import edxml, signing
+from backbone.broker import topology
 from backbone.events import Event, Kind
 from backbone.store.models import Delivery
 from backbone.store.models import Event as EventRow
@@ -267,7 +268,7 @@ async def test_the_tracker_pauses_at_its_byte_budget_and_resumes(
 async def test_the_private_node_refuses_a_message_just_above_the_package_limit(
     pipeline: Pipeline,
 ) -> None:
-    from backbone import localnode
+    from backbone.broker import localnode
 
     if pipeline.broker.node is None:
         pytest.skip("the broker is not a private node of this project")

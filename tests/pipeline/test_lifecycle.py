@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from backbone import edxml, topology
+from backbone import edxml
+from backbone.broker import topology
 from backbone.client import AsyncGateway
 from backbone.store.models import Delivery, Document
 from backbone.store.models import Event as EventRow

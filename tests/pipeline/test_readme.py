@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from backbone import localnode
+from backbone.broker import localnode
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = re.compile(r"^```sh\n(.*?)^```", re.MULTILINE | re.DOTALL)

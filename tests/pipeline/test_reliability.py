@@ -14,7 +14,8 @@ import uuid
 import aio_pika
 import pytest
 
-from backbone import edxml, topology
+from backbone import edxml
+from backbone.broker import topology
 from backbone.client import AsyncGateway
 
 from ..conftest import SENDER, make_document

@@ -8,7 +8,8 @@ import uuid
 import aio_pika
 import pytest
 
-from backbone import edxml, topology
+from backbone import edxml
+from backbone.broker import topology
 from backbone.client import AsyncGateway, Delivery
 
 from ..conftest import SENDER, make_document

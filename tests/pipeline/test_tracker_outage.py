@@ -12,7 +12,7 @@ import aio_pika
 import pytest
 from sqlalchemy import func, insert, select
 
-from backbone import topology
+from backbone.broker import topology
 from backbone.events import Event, Kind
 from backbone.store.models import Delivery, Document
 from backbone.store.models import Event as EventRow

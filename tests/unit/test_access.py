@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from backbone import definitions, topology
-from backbone.access import (
+from backbone.agency import topic_matches
+from backbone.broker import definitions, topology
+from backbone.broker.access import (
     agency_grant,
     allows,
     differences,
@@ -19,8 +20,7 @@ from backbone.access import (
     operators_grant,
     workers_grant,
 )
-from backbone.agency import topic_matches
-from backbone.provisioning import SHA256, password_matches
+from backbone.broker.provisioning import SHA256, password_matches
 
 CODES = [
     "000.00.00.H41",

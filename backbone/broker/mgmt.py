@@ -1,7 +1,7 @@
 """A small client of the RabbitMQ management HTTP API: virtual hosts, users, permissions,
 connections, definitions.
 
-Provisioning (``backbone.provisioning``), ``backbone access check`` and ``backbone topology
+Provisioning (``backbone.broker.provisioning``), ``backbone access check`` and ``backbone topology
 export`` go through it; the tests use it to give each test its own virtual host. It speaks
 the API of RabbitMQ 3.9 and later (user tags as a list).
 """
@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from .errors import BackboneError
+from ..errors import BackboneError
 
 
 class ManagementError(BackboneError):

@@ -1,5 +1,5 @@
 """Who may do what on the broker: the grants of each kind of principal, and how RabbitMQ
-reads them. Pure (no I/O): ``backbone.provisioning`` applies grants, ``access check`` uses
+reads them. Pure (no I/O): ``backbone.broker.provisioning`` applies grants, ``access check`` uses
 ``evaluate`` to say what a user can and cannot do.
 
 RabbitMQ checks three regular expressions per user and virtual host (configure: declare
@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 
+from ..agency import validate_pattern
 from . import topology
-from .agency import validate_pattern
 
 NOTHING = ""  # RabbitMQ reads an empty pattern as: matches no resource
 _WORD = "[^.]+"

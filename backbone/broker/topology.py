@@ -13,7 +13,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
 from aiormq.abc import FieldTable
 
-from .agency import topic_matches
+from ..agency import topic_matches
 
 SUBMIT = "edoc.submit"  # topic: gateways publish packages, routing key = sending agency
 DELIVER = "edoc.deliver"  # topic: validators publish per recipient, routing key = recipient
