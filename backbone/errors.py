@@ -12,6 +12,9 @@ lxml or pydantic never leave the format layer.
           ├── InvalidPackage     structure (schema, cardinality) or semantic rules
           └── SignatureError     unsigned, forged, altered, untrusted, revoked, wrong agency
      TrustConfigError          the trust anchors or CRLs configured cannot be used
+     BrokerError               the broker failed us
+      ├── BrokerUnreachable      it did not answer, or refused the login
+      └── BrokerRefused          it refused an operation or did not confirm a publish
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from enum import StrEnum
 
 __all__ = [
     "BackboneError",
+    "BrokerError",
+    "BrokerRefused",
+    "BrokerUnreachable",
     "ErrorCode",
     "InvalidPackage",
     "Issue",
@@ -72,6 +78,17 @@ class ErrorCode(StrEnum):
     REVOKED = "certificate-revoked"
     REVOCATION_UNKNOWN = "revocation-unknown"
     WRONG_AGENCY = "wrong-agency"
+    # the validator's checks of the submission and the registry
+    MISSING_USER_ID = "missing-user-id"
+    PRINCIPAL_NOT_ALLOWED = "principal-not-allowed"
+    SENDER_MISMATCH = "sender-mismatch"
+    SENDER_NOT_ALLOWED = "sender-not-allowed"
+    TOO_MANY_RECIPIENTS = "too-many-recipients"
+    UNKNOWN_RECIPIENT = "unknown-recipient"
+    DUPLICATE = "duplicate"
+    # after acceptance: the delivery and the tracker
+    UNDELIVERABLE = "undeliverable"
+    STATUS_REFUSED = "status-refused"
 
 
 def truncate(value: str | None, limit: int = VALUE_LIMIT) -> str | None:
@@ -182,3 +199,16 @@ class SignatureError(PackageError):
 
 class TrustConfigError(BackboneError):
     """A configured CA bundle or CRL cannot be read or is not fit to use (operator error)."""
+
+
+class BrokerError(BackboneError):
+    """The broker failed us: unreachable, or it refused an operation or a publish."""
+
+
+class BrokerUnreachable(BrokerError):
+    """The broker did not answer, or refused the login."""
+
+
+class BrokerRefused(BrokerError):
+    """The broker answered but refused an operation (an inequivalent declaration, a
+    publish it did not confirm, a permission)."""

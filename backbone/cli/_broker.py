@@ -21,18 +21,11 @@ from ..broker.access import Grant, UserLimits
 from ..broker.mgmt import Management, ManagementError
 from ..broker.provisioning import Provisioned, Provisioner, ProvisioningError, Revoked
 from ..config import get_settings
+from ..errors import BrokerRefused, BrokerUnreachable
 from ._common import fail, plural, warn, with_registry
 
 T = TypeVar("T")
 PROGRESS_FROM = 50  # bindings to change before a progress bar is worth showing
-
-
-class BrokerUnreachable(Exception):
-    """The broker did not answer, or refused the administrator's login."""
-
-
-class BrokerRefused(Exception):
-    """The broker answered but refused an operation (an inequivalent declaration...)."""
 
 
 def provisioner() -> Provisioner:
