@@ -3,15 +3,22 @@
 Two ways, combinable: the certificate's fingerprint is registered for the agency (the
 registry holds several per agency, for rotation), or the agency identifier stands in a
 configured attribute of the certificate subject (how a government CA can vouch for it).
+:class:`CertificateBinding` is the validator's rule, one of the two or either, with the
+registry asked asynchronously; the other bindings answer at once, for the Verifier.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Literal, Protocol, get_args
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
+
+if TYPE_CHECKING:
+    from .verify import Verified
+
+Mode = Literal["registry", "subject", "either"]
 
 _ATTRIBUTES = {
     "UID": NameOID.USER_ID,
@@ -63,6 +70,38 @@ class AnyBinding:
 
     def binds(self, certificate: x509.Certificate, fingerprint: str, agency: str) -> bool:
         return any(b.binds(certificate, fingerprint, agency) for b in self.bindings)
+
+
+class CertificateBinding:
+    """May the certificate of a verified signature sign for ``agency``? By ``mode``:
+
+    - ``"registry"``: only if ``registry(fingerprint, agency)`` says the fingerprint is
+      registered for the agency (the Registry's ``is_bound``: not revoked, in validity);
+      the subject is not looked at.
+    - ``"subject"``: only if the agency identifier stands in the subject attribute of
+      ``subject``; the registry is not asked.
+    - ``"either"``: if either says so; the registry is asked first, the subject only
+      when the registry says no.
+    """
+
+    def __init__(
+        self,
+        mode: Mode,
+        subject: SubjectBinding | str,
+        registry: Callable[[str, str], Awaitable[bool]],
+    ) -> None:
+        if mode not in get_args(Mode):
+            raise ValueError(f"unknown certificate binding {mode!r}: use one of {get_args(Mode)}")
+        self.mode = mode
+        self.subject = SubjectBinding(subject) if isinstance(subject, str) else subject
+        self.registry = registry
+
+    async def binds(self, verified: Verified, agency: str) -> bool:
+        if self.mode != "subject" and await self.registry(verified.fingerprint, agency):
+            return True
+        return self.mode != "registry" and self.subject.binds(
+            verified.certificate, verified.fingerprint, agency
+        )
 
 
 def attribute_oid(attribute: str) -> ObjectIdentifier:

@@ -1,10 +1,9 @@
-"""Enveloped XML-DSig over whole edXML packages: signing, and verifying untrusted ones.
+"""Verifying the enveloped XML-DSig of untrusted edXML packages.
 
-Signing builds the signature the fast engine checks. Verifying runs our strict checks
-first (exactly one signature, last in ``edXMLHeader``, holding nothing but SignedInfo,
-SignatureValue and KeyInfo/X509Data, one Reference with ``URI=""``, known and strong
-algorithms, a readable certificate that chains to a trust anchor), then the
-cryptography, by one of two engines:
+Our strict checks run first (exactly one signature, last in ``edXMLHeader``, holding
+nothing but SignedInfo, SignatureValue and KeyInfo/X509Data, one Reference with
+``URI=""``, known and strong algorithms, a readable certificate that chains to a trust
+anchor), then the cryptography, by one of two engines:
 
 - ``fast``: for the profile the backbone writes and the national axis SDK writes
   (exclusive C14N for SignedInfo and the reference, transforms enveloped-signature then
@@ -31,12 +30,9 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
 from signxml.algorithms import (
     CanonicalizationMethod,
@@ -51,21 +47,14 @@ from signxml.verifier import SignatureConfiguration, XMLVerifier
 from .. import edxml
 from ..edxml._safexml import parse_untrusted, parser_for
 from ..edxml.limits import DEFAULT_LIMITS, Limits
-from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
+from ..edxml.models import DSIG_NAMESPACE
 from ..errors import ErrorCode, Issue, SignatureError
 from .binding import Binding
-from .pki import PrivateKey
+from .keys import DS, ED, ENVELOPED, EXC_C14N, HEADER_PATH, SIGNATURE_PATH
 from .trust import TrustedChain, TrustStore, refuse
 
 Engine = Literal["fast", "signxml"]
 
-_DS = f"{{{DSIG_NAMESPACE}}}"
-_ED = f"{{{NAMESPACE}}}"
-SIGNATURE_PATH = "/edXML/edXMLEnvelope/edXMLHeader/Signature"
-_HEADER_PATH = (f"{_ED}edXMLEnvelope", f"{_ED}edXMLHeader")
-
-ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"
-EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
 _INCLUSIVE_NAMESPACES = f"{{{EXC_C14N}}}InclusiveNamespaces"
 _CERTIFICATE_CACHE = 4096
 _local = threading.local()
@@ -159,7 +148,7 @@ def _b64(element: etree._Element | None, what: str) -> bytes:
 
 
 def _algorithm(parent: etree._Element, tag: str) -> str:
-    element = parent.find(_DS + tag)
+    element = parent.find(DS + tag)
     if element is None or not element.get("Algorithm"):
         raise _malformed(f"the Signature has no {tag} with an Algorithm")
     return str(element.get("Algorithm"))
@@ -168,8 +157,9 @@ def _algorithm(parent: etree._Element, tag: str) -> str:
 class Verifier:
     """Verifies package signatures against a trust store and a certificate binding.
 
-    With ``binding=None`` the caller checks the binding itself (the validator asks the
-    registry, which is asynchronous) and refuses with :func:`wrong_agency`.
+    With ``binding=None`` the caller checks the binding itself (the validator, with a
+    :class:`CertificateBinding`, which asks the registry asynchronously) and refuses with
+    :func:`wrong_agency`.
 
     Thread-safe: one Verifier may verify in several threads at once (the validator runs
     the CPU-heavy checks off its event loop). Its cache is locked; lxml parsers and
@@ -236,10 +226,10 @@ class Verifier:
         outside = [*root.itersiblings(preceding=True), *root.itersiblings()]
         if any(isinstance(node, etree._ProcessingInstruction) for node in outside):
             raise _malformed("a signed package has no processing instruction outside edXML")
-        signatures = list(root.iter(_DS + "Signature"))
+        signatures = list(root.iter(DS + "Signature"))
         if not signatures:
-            header = root.find("/".join(_HEADER_PATH))
-            stray = header.find(_ED + "Signature") if header is not None else None
+            header = root.find("/".join(HEADER_PATH))
+            stray = header.find(ED + "Signature") if header is not None else None
             if stray is not None:
                 raise refuse(
                     ErrorCode.UNSIGNED,
@@ -261,7 +251,7 @@ class Verifier:
             header is None
             or envelope is None
             or envelope.getparent() is not root
-            or (envelope.tag, header.tag) != _HEADER_PATH
+            or (envelope.tag, header.tag) != HEADER_PATH
         ):
             raise _malformed(
                 "the Signature must be a child of edXMLHeader",
@@ -273,14 +263,14 @@ class Verifier:
 
     def _signed_info(self, signature: etree._Element) -> _SignedInfo:
         _check_signature_schema(signature)
-        signed_info = signature.find(_DS + "SignedInfo")
+        signed_info = signature.find(DS + "SignedInfo")
         if signed_info is None:
             raise _malformed("the Signature has no SignedInfo")
         c14n = _algorithm(signed_info, "CanonicalizationMethod")
         if c14n not in C14N_ALGORITHMS:
             raise _malformed("unsupported canonicalization", c14n)
         method = _algorithm(signed_info, "SignatureMethod")
-        references = signed_info.findall(_DS + "Reference")
+        references = signed_info.findall(DS + "Reference")
         if len(references) != 1:
             raise _malformed(
                 f"the Signature must have exactly one Reference, found {len(references)}"
@@ -291,7 +281,7 @@ class Verifier:
                 'the Reference must cover the whole package (URI="")', reference.get("URI")
             )
         transforms = tuple(
-            str(t.get("Algorithm")) for t in reference.iterfind(f"{_DS}Transforms/{_DS}Transform")
+            str(t.get("Algorithm")) for t in reference.iterfind(f"{DS}Transforms/{DS}Transform")
         )
         if ENVELOPED not in transforms:
             raise _malformed("the Reference lacks the enveloped-signature transform")
@@ -312,9 +302,9 @@ class Verifier:
                     algorithm,
                     SIGNATURE_PATH,
                 )
-        key_info = signature.find(_DS + "KeyInfo")
+        key_info = signature.find(DS + "KeyInfo")
         raw_certificates = (
-            key_info.findall(f"{_DS}X509Data/{_DS}X509Certificate") if key_info is not None else []
+            key_info.findall(f"{DS}X509Data/{DS}X509Certificate") if key_info is not None else []
         )
         if not raw_certificates:
             raise _malformed("the Signature carries no X509Certificate in KeyInfo/X509Data")
@@ -325,8 +315,8 @@ class Verifier:
             signature_method=method,
             transforms=transforms,
             digest_method=digest,
-            digest_value=_b64(reference.find(_DS + "DigestValue"), "DigestValue"),
-            signature_value=_b64(signature.find(_DS + "SignatureValue"), "SignatureValue"),
+            digest_value=_b64(reference.find(DS + "DigestValue"), "DigestValue"),
+            signature_value=_b64(signature.find(DS + "SignatureValue"), "SignatureValue"),
             certificates=self._certificates(texts, raw_certificates),
             certificate_key=texts,
             inclusive_prefixes=any(True for _ in signed_info.iter(_INCLUSIVE_NAMESPACES)),
@@ -415,7 +405,7 @@ class Verifier:
             strong |= {SignatureMethod.RSA_SHA1, SignatureMethod.ECDSA_SHA1}
             digests |= {DigestAlgorithm.SHA1}
         config = SignatureConfiguration(
-            location=f"./{_HEADER_PATH[0]}/{_HEADER_PATH[1]}/",
+            location=f"./{HEADER_PATH[0]}/{HEADER_PATH[1]}/",
             expect_references=1,
             signature_methods=strong,
             digest_algorithms=digests,
@@ -468,11 +458,11 @@ def _check_signature_content(signature: etree._Element) -> None:
     recipient's reader might take for the package's own.
     """
     _allow_children(signature, _SIGNATURE_CHILDREN, SIGNATURE_PATH)
-    key_info = signature.find(_DS + "KeyInfo")
+    key_info = signature.find(DS + "KeyInfo")
     if key_info is not None:
         path = f"{SIGNATURE_PATH}/KeyInfo"
         _allow_children(key_info, {"X509Data": 1}, path)
-        x509_data = key_info.find(_DS + "X509Data")
+        x509_data = key_info.find(DS + "X509Data")
         if x509_data is not None:
             _allow_children(x509_data, _X509_CHILDREN, f"{path}/X509Data")
 
@@ -483,7 +473,7 @@ def _allow_children(element: etree._Element, allowed: dict[str, int | None], pat
     counts: dict[str, int] = {}
     for child in element.iterchildren(etree.Element):
         tag = str(child.tag)
-        local = tag[len(_DS) :] if tag.startswith(_DS) else None
+        local = tag[len(DS) :] if tag.startswith(DS) else None
         if local is None or local not in allowed:
             shown = local or tag
             raise _malformed(
@@ -529,7 +519,7 @@ def _check_signature_schema(signature: etree._Element) -> None:
         last = getattr(schema.error_log, "last_error", None)
         errors = str(last.message) if last is not None else ""
     raise _malformed(
-        f"the Signature does not follow the XML-DSig schema: {errors.replace(_DS, 'ds:')}"
+        f"the Signature does not follow the XML-DSig schema: {errors.replace(DS, 'ds:')}"
     )
 
 
@@ -552,95 +542,3 @@ def _detach(element: etree._Element) -> None:
         else:
             parent.text = (parent.text or "") + element.tail
     parent.remove(element)
-
-
-def load_private_key(path: str, password: bytes | None = None) -> PrivateKey:
-    """A PEM private key (RSA or EC) from a file, with a clear error otherwise."""
-    with open(path, "rb") as handle:
-        key = serialization.load_pem_private_key(handle.read(), password=password)
-    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{path}: only RSA and EC keys can sign packages")
-    return key
-
-
-def load_certificates(path: str) -> list[x509.Certificate]:
-    """The signer's certificate and its chain (PEM, signer first)."""
-    with open(path, "rb") as handle:
-        certificates = x509.load_pem_x509_certificates(handle.read())
-    return certificates
-
-
-def sign(
-    package: bytes | edxml.Package,
-    key: PrivateKey,
-    certificates: Sequence[x509.Certificate],
-    *,
-    limits: Limits = DEFAULT_LIMITS,
-) -> bytes:
-    """Sign a package (edXML bytes or a model): enveloped XML-DSig, last in edXMLHeader,
-    ``Reference URI=""``, exclusive C14N, RSA-SHA256 or ECDSA-SHA256 by the key's type."""
-    if not certificates:
-        raise ValueError("signing needs the signer's certificate")
-    if isinstance(package, bytes):
-        root = parse_untrusted(package, limits, keep_comments=True)
-        edxml.read_tree(root, limits)  # sign only what the backbone could read
-    else:
-        root = edxml.to_tree(package)
-    header = root.find("/".join(_HEADER_PATH))
-    assert header is not None
-    if header.find(_DS + "Signature") is not None or header.find(_ED + "Signature") is not None:
-        raise SignatureError(
-            Issue.of(
-                ErrorCode.MULTIPLE_SIGNATURES,
-                SIGNATURE_PATH,
-                "the package already carries a Signature; sign the unsigned package",
-            )
-        )
-    _sign_tree(root, header, key, certificates)
-    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
-
-
-def _sign_tree(
-    root: etree._Element,
-    header: etree._Element,
-    key: PrivateKey,
-    certificates: Sequence[x509.Certificate],
-) -> None:
-    """Append the Signature to ``header``: what the verifier's fast path checks, built
-    directly (exclusive C14N of the document, SHA-256, one key operation) rather than
-    through signxml, which costs several times more per package."""
-    digest = hashlib.sha256(  # before the Signature exists: what the enveloped transform leaves
-        etree.tostring(root, method="c14n", exclusive=True, with_comments=False)
-    ).digest()
-    is_ec = isinstance(key, ec.EllipticCurvePrivateKey)
-    method = SignatureMethod.ECDSA_SHA256 if is_ec else SignatureMethod.RSA_SHA256
-
-    def child(
-        parent: etree._Element, tag: str, text: str | None = None, **attributes: str
-    ) -> etree._Element:
-        element = etree.SubElement(parent, _DS + tag, attributes)
-        element.text = text
-        return element
-
-    signature = etree.SubElement(header, _DS + "Signature", nsmap={"ds": DSIG_NAMESPACE})
-    signed_info = child(signature, "SignedInfo")
-    child(signed_info, "CanonicalizationMethod", Algorithm=EXC_C14N)
-    child(signed_info, "SignatureMethod", Algorithm=method.value)
-    reference = child(signed_info, "Reference", URI="")
-    transforms = child(reference, "Transforms")
-    child(transforms, "Transform", Algorithm=ENVELOPED)
-    child(transforms, "Transform", Algorithm=EXC_C14N)
-    child(reference, "DigestMethod", Algorithm=DigestAlgorithm.SHA256.value)
-    child(reference, "DigestValue", base64.b64encode(digest).decode("ascii"))
-    canonical = etree.tostring(signed_info, method="c14n", exclusive=True, with_comments=False)
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        r, s_ = decode_dss_signature(key.sign(canonical, ec.ECDSA(hashes.SHA256())))
-        size = (key.curve.key_size + 7) // 8
-        value = r.to_bytes(size, "big") + s_.to_bytes(size, "big")
-    else:
-        value = key.sign(canonical, padding.PKCS1v15(), hashes.SHA256())
-    child(signature, "SignatureValue", base64.b64encode(value).decode("ascii"))
-    x509_data = child(child(signature, "KeyInfo"), "X509Data")
-    for certificate in certificates:
-        der = certificate.public_bytes(serialization.Encoding.DER)
-        child(x509_data, "X509Certificate", base64.encodebytes(der).decode("ascii").strip())
