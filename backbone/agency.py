@@ -12,6 +12,8 @@ import re
 from functools import lru_cache
 from typing import Final
 
+from .errors import BackboneError
+
 __all__ = ["AgencyCode", "AgencyCodeError", "PatternError", "topic_matches", "validate_pattern"]
 
 # ASCII only, spelled out: ``\d`` would take full-width and other Unicode digits
@@ -30,8 +32,9 @@ _ZERO_PARTS: Final = ("000", "00", "00")
 _FULL: Final = re.compile(r"[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}")
 
 
-class AgencyCodeError(ValueError):
-    """A value is not an agency identifier; the message names the value and the fault."""
+class AgencyCodeError(BackboneError, ValueError):
+    """A value is not an agency identifier; the message names the value and the fault.
+    A ValueError too, so that pydantic validators report it as a validation error."""
 
     def __init__(self, value: str, reason: str) -> None:
         self.value = value
@@ -39,8 +42,9 @@ class AgencyCodeError(ValueError):
         super().__init__(f"{_show(value)} is not an agency identifier: {reason}")
 
 
-class PatternError(ValueError):
-    """A binding pattern is not a usable topic pattern over agency identifiers."""
+class PatternError(BackboneError, ValueError):
+    """A binding pattern is not a usable topic pattern over agency identifiers (a ValueError
+    too, as AgencyCodeError)."""
 
     def __init__(self, pattern: str, reason: str) -> None:
         self.pattern = pattern

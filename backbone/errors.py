@@ -5,16 +5,29 @@ adapters) catch that one type and read its machine-readable ``code``, the elemen
 ``path``, the offending ``value`` (truncated) and a human ``message``. Errors from
 lxml or pydantic never leave the format layer.
 
+Every exception below is a BackboneError, so that one ``except BackboneError`` takes what
+the backbone refuses on purpose. An error several modules raise is defined here; an error
+of one module's own operations is defined in that module (in brackets), beside the code
+that raises it, and imported from there::
+
     BackboneError
-     └── PackageError          a package is refused; carries one or more Issues
-          ├── UnsafePackage      refused before or while parsing: size, DTD, encoding
-          ├── MalformedPackage   not well-formed XML, wrong root element or namespace
-          ├── InvalidPackage     structure (schema, cardinality) or semantic rules
-          └── SignatureError     unsigned, forged, altered, untrusted, revoked, wrong agency
-     TrustConfigError          the trust anchors or CRLs configured cannot be used
-     BrokerError               the broker failed us
-      ├── BrokerUnreachable      it did not answer, or refused the login
-      └── BrokerRefused          it refused an operation or did not confirm a publish
+     ├── PackageError            a package is refused; carries one or more Issues
+     │    ├── UnsafePackage        refused before or while parsing: size, DTD, encoding
+     │    ├── MalformedPackage     not well-formed XML, wrong root element or namespace
+     │    ├── InvalidPackage       structure (schema, cardinality) or semantic rules
+     │    └── SignatureError       unsigned, forged, altered, untrusted, revoked, wrong agency
+     ├── TrustConfigError        the trust anchors or CRLs configured cannot be used
+     ├── AgencyCodeError         [agency] a text is not an agency identifier (a ValueError too)
+     ├── PatternError            [agency] a text is not an agency pattern (a ValueError too)
+     ├── RegistryError           [registry] unknown agency, bad parent, name taken, bad CSV
+     ├── PkiError                [signing.pki] the development PKI is missing or cannot do it
+     ├── SendError               [client] a gateway's package was not signed or not confirmed
+     ├── ManagementError         [broker.mgmt] the management API refused or did not answer
+     ├── ProvisioningError       [broker.provisioning] a principal cannot be provisioned as asked
+     ├── LocalNodeError          [broker.localnode] the private RabbitMQ node did not start
+     └── BrokerError             the broker failed us
+          ├── BrokerUnreachable    it did not answer, or refused the login
+          └── BrokerRefused        it refused an operation or did not confirm a publish
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import BackboneError
+
 _SERVER_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmq-server",)
 _CTL_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmqctl",)
 
@@ -29,7 +31,7 @@ _CTL_CANDIDATES = ("/usr/lib/rabbitmq/bin/rabbitmqctl",)
 MAX_MESSAGE_SIZE = 33 * 1024 * 1024
 
 
-class LocalNodeError(Exception):
+class LocalNodeError(BackboneError):
     """The private node could not be started (what to install, or what it said)."""
 
 

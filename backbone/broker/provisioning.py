@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from ..errors import BackboneError
 from .access import Grant
 from .mgmt import Management, user_tags
 
@@ -36,7 +37,7 @@ SHA256 = "rabbit_password_hashing_sha256"
 SHA512 = "rabbit_password_hashing_sha512"
 
 
-class ProvisioningError(Exception):
+class ProvisioningError(BackboneError):
     """A principal cannot be provisioned as asked (a reserved name, for one)."""
 
 

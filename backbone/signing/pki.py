@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from ..agency import AgencyCode
+from ..errors import BackboneError
 
 KeyType = Literal["rsa", "ec"]
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -34,7 +35,7 @@ AGENCY_ATTRIBUTE = NameOID.USER_ID  # where the agency identifier stands in the 
 _SKEW = timedelta(minutes=5)
 
 
-class PkiError(Exception):
+class PkiError(BackboneError):
     """The PKI directory is missing, incomplete, or asked to do something it cannot."""
 
 
