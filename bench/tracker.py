@@ -55,7 +55,6 @@ async def run(amqp: str, database: str, documents: int) -> dict[str, float]:
                     "size": 8000,
                     "submitted_at": now,
                     "accepted_at": now,
-                    "state": "accepted",
                 }
                 for i in ids
             ],

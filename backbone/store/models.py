@@ -153,15 +153,11 @@ class Document(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     accepted_at: Mapped[datetime | None]
-    state: Mapped[str] = mapped_column(String(12), default="accepted")
-    rejection_code: Mapped[str | None] = mapped_column(String(40))
-    rejection_reason: Mapped[str | None] = mapped_column(Text)
 
     deliveries: Mapped[list[Delivery]] = relationship(back_populates="document")
 
     __table_args__ = (
         UniqueConstraint("sender", "document_id"),
-        Index(None, "state", "submitted_at"),
         Index(None, "accepted_at"),
         Index(None, "promulgation_date"),
     )

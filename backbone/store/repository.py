@@ -97,7 +97,6 @@ async def record_acceptances(
             "size": s.size,
             "submitted_at": now,
             "accepted_at": now,
-            "state": "accepted",
             **dict.fromkeys(_FACTS),
             **(s.facts or {}),
         }

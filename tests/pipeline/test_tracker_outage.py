@@ -63,7 +63,6 @@ async def test_ten_seconds_without_the_database_lose_nothing(pipeline: Pipeline)
                     "size": 1,
                     "submitted_at": now,
                     "accepted_at": now,
-                    "state": "accepted",
                 }
                 for i in ids
             ],
