@@ -1,0 +1,10 @@
+"""Where things are in an edXML package: the paths that errors name (``Issue.path``)."""
+
+ENVELOPE = "/edXML/edXMLEnvelope"
+HEADER = f"{ENVELOPE}/edXMLHeader"
+MESSAGE_HEADER = f"{HEADER}/MessageHeader"
+SENDER = f"{MESSAGE_HEADER}/From/OrganId"
+RECIPIENTS = f"{MESSAGE_HEADER}/To"
+RECIPIENT = f"{RECIPIENTS}/OrganId"
+DOCUMENT_ID = f"{MESSAGE_HEADER}/DocumentId"
+SIGNATURE = f"{HEADER}/Signature"
