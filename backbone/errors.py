@@ -25,9 +25,14 @@ that raises it, and imported from there::
      ├── ManagementError         [broker.mgmt] the management API refused or did not answer
      ├── ProvisioningError       [broker.provisioning] a principal cannot be provisioned as asked
      ├── LocalNodeError          [broker.localnode] the private RabbitMQ node did not start
+     ├── NameRefused             [operations] a principal may not take this name (nothing written)
+     │    └── ForeignUser          [operations] a broker user the backbone did not create
+     ├── DatabaseSetupError      [operations] the database cannot be created or migrated
      └── BrokerError             the broker failed us
           ├── BrokerUnreachable    it did not answer, or refused the login
-          └── BrokerRefused        it refused an operation or did not confirm a publish
+          ├── BrokerRefused        it refused an operation or did not confirm a publish
+          ├── BrokerNotFound       none is configured, and no rabbitmq-server to start one
+          └── Unfinished           [operations] it failed part way: running the same again ends it
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from enum import StrEnum
 __all__ = [
     "BackboneError",
     "BrokerError",
+    "BrokerNotFound",
     "BrokerRefused",
     "BrokerUnreachable",
     "ErrorCode",
@@ -225,3 +231,8 @@ class BrokerUnreachable(BrokerError):
 class BrokerRefused(BrokerError):
     """The broker answered but refused an operation (an inequivalent declaration, a
     publish it did not confirm, a permission)."""
+
+
+class BrokerNotFound(BrokerError):
+    """No broker is configured (BACKBONE_AMQP_URL with BACKBONE_MGMT_URL) and none can be
+    started here (rabbitmq-server is not installed): the message says what to install."""
