@@ -5,7 +5,8 @@
     load(data)   -> Package      parse then check: what a validator wants
     build(pkg)   -> bytes        model -> edXML (checked first unless told otherwise)
 
-Every refusal is a :class:`backbone.errors.PackageError`.
+Every refusal is a :class:`backbone.errors.PackageError`; its ``path`` is built from
+:mod:`backbone.edxml.paths`, the one list of where the elements stand.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from lxml import etree
 
 from ..errors import PackageError
+from . import paths
 from ._reader import Reader
 from ._safexml import check_schema, parse_untrusted
 from ._writer import to_bytes, to_tree
@@ -69,6 +71,7 @@ __all__ = [
     "load",
     "load_tree",
     "parse",
+    "paths",
     "read_tree",
     "to_tree",
 ]

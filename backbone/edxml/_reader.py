@@ -33,15 +33,10 @@ from .models import (
     TraceHeaderList,
     Wrapped,
 )
+from .paths import ATTACHMENTS, BODY, HEADER, MANIFEST, MESSAGE_HEADER, SIGNATURE, TRACE
 
 _NS = f"{{{NAMESPACE}}}"
 _DS_SIGNATURE = f"{{{DSIG_NAMESPACE}}}Signature"
-ENVELOPE = "/edXML/edXMLEnvelope"
-HEADER = f"{ENVELOPE}/edXMLHeader"
-MESSAGE_HEADER = f"{HEADER}/MessageHeader"
-TRACE = f"{HEADER}/TraceHeaderList"
-MANIFEST = f"{ENVELOPE}/edXMLBody/edXMLManifest"
-ATTACHMENTS = "/edXML/AttachmentEncoded"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +119,7 @@ def _check_header(header: dict[str, list[etree._Element]]) -> None:
         raise InvalidPackage(
             Issue.of(
                 ErrorCode.TOO_MANY,
-                f"{HEADER}/Signature",
+                SIGNATURE,
                 f"edXMLHeader holds one Signature, found {len(signatures)}",
             )
         )
@@ -178,7 +173,7 @@ class Reader:
         )
         if is_status:
             for extra, path in (
-                ("edXMLBody", f"{ENVELOPE}/edXMLBody"),
+                ("edXMLBody", BODY),
                 ("AttachmentEncoded", ATTACHMENTS),
             ):
                 if extra in parts or extra in groups:

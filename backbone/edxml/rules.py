@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from ..agency import AgencyCode, AgencyCodeError
 from ..errors import ErrorCode, InvalidPackage, Issue
-from ._reader import ATTACHMENTS, MANIFEST, MESSAGE_HEADER, TRACE
 from .models import (
     DocumentPackage,
     Organization,
@@ -21,6 +20,7 @@ from .models import (
     StatusPackage,
     TraceHeaderList,
 )
+from .paths import ATTACHMENTS, DOCUMENT_ID, MANIFEST, MESSAGE_HEADER, TRACE
 
 DATE_FORMAT = "%Y/%m/%d"
 TIMESTAMP_FORMAT = "%Y/%m/%d %H:%M:%S"
@@ -200,7 +200,7 @@ def _document_issues(package: DocumentPackage) -> Iterator[Issue]:
                     recipient.organ_id,
                 )
             seen.add(recipient.organ_id)
-    yield from _document_id(f"{MESSAGE_HEADER}/DocumentId", header.document_id)
+    yield from _document_id(DOCUMENT_ID, header.document_id)
     yield from _date(
         f"{MESSAGE_HEADER}/PromulgationInfo/PromulgationDate",
         header.promulgation_info.promulgation_date,

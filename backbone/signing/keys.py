@@ -12,7 +12,6 @@ from .pki import PrivateKey
 
 DS = f"{{{DSIG_NAMESPACE}}}"
 ED = f"{{{NAMESPACE}}}"
-SIGNATURE_PATH = "/edXML/edXMLEnvelope/edXMLHeader/Signature"
 HEADER_PATH = (f"{ED}edXMLEnvelope", f"{ED}edXMLHeader")
 
 ENVELOPED = "http://www.w3.org/2000/09/xmldsig#enveloped-signature"

@@ -17,8 +17,9 @@ from .. import edxml
 from ..edxml._safexml import parse_untrusted
 from ..edxml.limits import DEFAULT_LIMITS, Limits
 from ..edxml.models import DSIG_NAMESPACE
+from ..edxml.paths import SIGNATURE
 from ..errors import ErrorCode, Issue, SignatureError
-from .keys import DS, ED, ENVELOPED, EXC_C14N, HEADER_PATH, SIGNATURE_PATH
+from .keys import DS, ED, ENVELOPED, EXC_C14N, HEADER_PATH
 from .pki import PrivateKey
 
 
@@ -44,7 +45,7 @@ def sign(
         raise SignatureError(
             Issue.of(
                 ErrorCode.MULTIPLE_SIGNATURES,
-                SIGNATURE_PATH,
+                SIGNATURE,
                 "the package already carries a Signature; sign the unsigned package",
             )
         )

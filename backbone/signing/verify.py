@@ -48,9 +48,10 @@ from .. import edxml
 from ..edxml._safexml import parse_untrusted, parser_for
 from ..edxml.limits import DEFAULT_LIMITS, Limits
 from ..edxml.models import DSIG_NAMESPACE
+from ..edxml.paths import SENDER, SIGNATURE
 from ..errors import ErrorCode, Issue, SignatureError
 from .binding import Binding
-from .keys import DS, ED, ENVELOPED, EXC_C14N, HEADER_PATH, SIGNATURE_PATH
+from .keys import DS, ED, ENVELOPED, EXC_C14N, HEADER_PATH
 from .trust import TrustedChain, TrustStore, refuse
 
 Engine = Literal["fast", "signxml"]
@@ -132,9 +133,7 @@ class _SignedInfo:
         )
 
 
-def _malformed(
-    message: str, value: str | None = None, path: str = SIGNATURE_PATH
-) -> SignatureError:
+def _malformed(message: str, value: str | None = None, path: str = SIGNATURE) -> SignatureError:
     return refuse(ErrorCode.MALFORMED_SIGNATURE, message, value, path)
 
 
@@ -235,14 +234,14 @@ class Verifier:
                     ErrorCode.UNSIGNED,
                     "the package is not signed: its Signature element is not in the XML-DSig "
                     f"namespace {DSIG_NAMESPACE}",
-                    path=SIGNATURE_PATH,
+                    path=SIGNATURE,
                 )
-            raise refuse(ErrorCode.UNSIGNED, "the package is not signed", path=SIGNATURE_PATH)
+            raise refuse(ErrorCode.UNSIGNED, "the package is not signed", path=SIGNATURE)
         if len(signatures) > 1:
             raise refuse(
                 ErrorCode.MULTIPLE_SIGNATURES,
                 f"the package carries {len(signatures)} XML-DSig signatures; one is allowed",
-                path=SIGNATURE_PATH,
+                path=SIGNATURE,
             )
         signature = signatures[0]
         header = signature.getparent()
@@ -294,13 +293,13 @@ class Verifier:
         for algorithm in (method, digest):
             if algorithm in _SHA1_SIGNATURES or algorithm == _SHA1_DIGEST:
                 if not self.allow_sha1:
-                    raise refuse(ErrorCode.WEAK_ALGORITHM, _LEGACY_HINT, algorithm, SIGNATURE_PATH)
+                    raise refuse(ErrorCode.WEAK_ALGORITHM, _LEGACY_HINT, algorithm, SIGNATURE)
             elif algorithm not in _STRONG_SIGNATURES and algorithm not in _DIGESTS:
                 raise refuse(
                     ErrorCode.WEAK_ALGORITHM,
                     "unsupported signature or digest algorithm",
                     algorithm,
-                    SIGNATURE_PATH,
+                    SIGNATURE,
                 )
         key_info = signature.find(DS + "KeyInfo")
         raw_certificates = (
@@ -380,7 +379,7 @@ class Verifier:
             raise refuse(
                 ErrorCode.BAD_SIGNATURE,
                 "the SignatureValue does not verify with the signer's certificate",
-                path=f"{SIGNATURE_PATH}/SignatureValue",
+                path=f"{SIGNATURE}/SignatureValue",
             ) from None
         _detach(signature)
         canonical = etree.tostring(
@@ -390,7 +389,7 @@ class Verifier:
             raise refuse(
                 ErrorCode.DIGEST_MISMATCH,
                 "the package was altered after signing: its digest does not match the signed one",
-                path=f"{SIGNATURE_PATH}/SignedInfo/Reference/DigestValue",
+                path=f"{SIGNATURE}/SignedInfo/Reference/DigestValue",
             )
         return root
 
@@ -420,13 +419,13 @@ class Verifier:
             raise refuse(
                 ErrorCode.DIGEST_MISMATCH,
                 "the package was altered after signing: its digest does not match the signed one",
-                path=f"{SIGNATURE_PATH}/SignedInfo/Reference/DigestValue",
+                path=f"{SIGNATURE}/SignedInfo/Reference/DigestValue",
             ) from None
         except SignXMLInvalidSignature as exc:
             raise refuse(
                 ErrorCode.BAD_SIGNATURE,
                 f"the SignatureValue does not verify with the signer's certificate ({exc})",
-                path=f"{SIGNATURE_PATH}/SignatureValue",
+                path=f"{SIGNATURE}/SignatureValue",
             ) from None
         except (SignXMLException, etree.LxmlError, ValueError) as exc:
             raise _malformed(f"the signature cannot be verified: {exc}") from None
@@ -442,7 +441,7 @@ def wrong_agency(verified: Verified) -> SignatureError:
     return SignatureError(
         Issue.of(
             ErrorCode.WRONG_AGENCY,
-            "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId",
+            SENDER,
             f"the signer's certificate ({chain.certificate.subject.rfc4514_string()}, "
             f"SHA-256 {chain.fingerprint[:16]}…) is not bound to the sending agency",
             verified.package.sender or "",
@@ -457,10 +456,10 @@ def _check_signature_content(signature: etree._Element) -> None:
     else in it (a ds:Object holding a forged MessageHeader) is unsigned content that a
     recipient's reader might take for the package's own.
     """
-    _allow_children(signature, _SIGNATURE_CHILDREN, SIGNATURE_PATH)
+    _allow_children(signature, _SIGNATURE_CHILDREN, SIGNATURE)
     key_info = signature.find(DS + "KeyInfo")
     if key_info is not None:
-        path = f"{SIGNATURE_PATH}/KeyInfo"
+        path = f"{SIGNATURE}/KeyInfo"
         _allow_children(key_info, {"X509Data": 1}, path)
         x509_data = key_info.find(DS + "X509Data")
         if x509_data is not None:

@@ -13,13 +13,13 @@ from lxml import etree
 
 from backbone import edxml, signing
 from backbone.edxml.limits import Limits
+from backbone.edxml.paths import HEADER, SIGNATURE
 from backbone.errors import ErrorCode, InvalidPackage, PackageError, SignatureError, UnsafePackage
 
 from ..conftest import Signer, make_document
 
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 ED = "{http://www.mic.gov.vn/TBT/QCVN_102_2016}"
-HEADER = "/edXML/edXMLEnvelope/edXMLHeader"
 
 
 def _unused_namespaces(data: bytes, count: int) -> bytes:
@@ -126,16 +126,16 @@ def test_a_forged_message_header_in_a_ds_object_is_refused(
     with pytest.raises(SignatureError) as caught:
         verifier.verify(etree.tostring(root))
     assert caught.value.code == ErrorCode.MALFORMED_SIGNATURE
-    assert caught.value.path == f"{HEADER}/Signature/Object"
+    assert caught.value.path == f"{SIGNATURE}/Object"
 
 
 @pytest.mark.parametrize(
     ("where", "child", "path"),
     [
-        ("KeyInfo", "KeyValue", f"{HEADER}/Signature/KeyInfo/KeyValue"),
-        ("KeyInfo", "KeyName", f"{HEADER}/Signature/KeyInfo/KeyName"),
-        ("KeyInfo/{ds}X509Data", "X509CRL", f"{HEADER}/Signature/KeyInfo/X509Data/X509CRL"),
-        ("SignatureValue/..", "SignatureValue", f"{HEADER}/Signature/SignatureValue"),
+        ("KeyInfo", "KeyValue", f"{SIGNATURE}/KeyInfo/KeyValue"),
+        ("KeyInfo", "KeyName", f"{SIGNATURE}/KeyInfo/KeyName"),
+        ("KeyInfo/{ds}X509Data", "X509CRL", f"{SIGNATURE}/KeyInfo/X509Data/X509CRL"),
+        ("SignatureValue/..", "SignatureValue", f"{SIGNATURE}/SignatureValue"),
     ],
 )
 def test_nothing_but_key_info_x509_data_in_the_signature(
@@ -183,7 +183,7 @@ def test_edxml_header_holds_one_signature(signers: dict[str, Signer]) -> None:
     with pytest.raises(InvalidPackage) as caught:
         edxml.parse(twice)
     assert caught.value.code == ErrorCode.TOO_MANY
-    assert caught.value.path == f"{HEADER}/Signature"
+    assert caught.value.path == SIGNATURE
 
 
 # --- 6: children matched on the full namespace ------------------------------------------
@@ -426,5 +426,5 @@ def test_more_than_ten_certificates_are_refused_before_chain_building(
     with pytest.raises(SignatureError) as caught:
         verifier.verify(etree.tostring(root))
     assert caught.value.code == ErrorCode.MALFORMED_SIGNATURE
-    assert caught.value.path == f"{HEADER}/Signature/KeyInfo/X509Data/X509Certificate"
+    assert caught.value.path == f"{SIGNATURE}/KeyInfo/X509Data/X509Certificate"
     assert "at most 10" in caught.value.message

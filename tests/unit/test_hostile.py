@@ -259,7 +259,7 @@ def test_unknown_element_is_a_schema_error_with_its_path(document_bytes: bytes) 
         edxml.parse(data)
     assert caught.value.code == ErrorCode.SCHEMA
     assert "Bogus" in caught.value.message
-    assert caught.value.path.startswith("/edXML/edXMLEnvelope/edXMLHeader/MessageHeader")
+    assert caught.value.path.startswith(edxml.paths.MESSAGE_HEADER)
     assert caught.value.line == 2  # the XML declaration is line 1
 
 

@@ -15,13 +15,23 @@ from backbone.edxml.models import (
     TraceHeader,
     TraceHeaderList,
 )
+from backbone.edxml.paths import MESSAGE_HEADER, TRACE
 from backbone.errors import ErrorCode, InvalidPackage
 
 from ..conftest import NOW, make_document, make_status
 
-MH = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
-TRACE = "/edXML/edXMLEnvelope/edXMLHeader/TraceHeaderList"
 BAD_IDS = ["28.22.H17", "vxp.saas.03", "null", "000.00.00.h41"]
+
+
+def test_the_paths_errors_name() -> None:
+    """Paths are part of the contract: gateways read them in refusals."""
+    assert edxml.paths.MESSAGE_HEADER == "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
+    assert edxml.paths.SENDER == "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/From/OrganId"
+    assert edxml.paths.RECIPIENT == "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/To/OrganId"
+    assert edxml.paths.TRACE == "/edXML/edXMLEnvelope/edXMLHeader/TraceHeaderList"
+    assert edxml.paths.SIGNATURE == "/edXML/edXMLEnvelope/edXMLHeader/Signature"
+    assert edxml.paths.MANIFEST == "/edXML/edXMLEnvelope/edXMLBody/edXMLManifest"
+    assert edxml.paths.ATTACHMENTS == "/edXML/AttachmentEncoded"
 
 
 def _with_header(package: Any, **changes: Any) -> Any:
@@ -52,20 +62,20 @@ def test_a_valid_document_and_status_pass() -> None:
 def test_bad_identifier_in_from(bad: str) -> None:
     package = make_document()
     package = _with_header(package, from_=package.header.from_.model_copy(update={"organ_id": bad}))
-    assert (ErrorCode.BAD_AGENCY, f"{MH}/From/OrganId", bad) in _issues(package)
+    assert (ErrorCode.BAD_AGENCY, f"{MESSAGE_HEADER}/From/OrganId", bad) in _issues(package)
 
 
 @pytest.mark.parametrize("bad", BAD_IDS)
 def test_bad_identifier_in_the_second_to(bad: str) -> None:
     package = make_document(recipients=["000.00.00.H41", bad])
-    assert _issues(package) == {(ErrorCode.BAD_AGENCY, f"{MH}/To[2]/OrganId", bad)}
+    assert _issues(package) == {(ErrorCode.BAD_AGENCY, f"{MESSAGE_HEADER}/To[2]/OrganId", bad)}
 
 
 def test_bad_identifier_in_response_for() -> None:
     package = make_document()
     response = edxml.ResponseFor(organ_id="28.22.H17", document_id="abc")
     assert _issues(_with_header(package, response_for=(response,))) == {
-        (ErrorCode.BAD_AGENCY, f"{MH}/ResponseFor/OrganId", "28.22.H17")
+        (ErrorCode.BAD_AGENCY, f"{MESSAGE_HEADER}/ResponseFor/OrganId", "28.22.H17")
     }
 
 
@@ -113,14 +123,14 @@ def test_bad_identifier_in_a_status(field: str) -> None:
     element = {"from_": "From", "response_for": "ResponseFor"}[field]
     changed = getattr(status.header, field).model_copy(update={"organ_id": "28.22.H17"})
     assert _issues(_with_header(status, **{field: changed})) == {
-        (ErrorCode.BAD_AGENCY, f"{MH}/{element}/OrganId", "28.22.H17")
+        (ErrorCode.BAD_AGENCY, f"{MESSAGE_HEADER}/{element}/OrganId", "28.22.H17")
     }
 
 
 def test_status_needs_the_document_it_reports_on() -> None:
     status = make_status()
     response = status.header.response_for.model_copy(update={"document_id": None})
-    assert (ErrorCode.MISSING, f"{MH}/ResponseFor/DocumentId", None) in _issues(
+    assert (ErrorCode.MISSING, f"{MESSAGE_HEADER}/ResponseFor/DocumentId", None) in _issues(
         _with_header(status, response_for=response)
     )
 
@@ -132,15 +142,15 @@ def test_bad_dates(bad: str) -> None:
     package = make_document()
     info = package.header.promulgation_info.model_copy(update={"promulgation_date": bad})
     assert _issues(_with_header(package, promulgation_info=info, due_date=bad)) == {
-        (ErrorCode.BAD_DATE, f"{MH}/PromulgationInfo/PromulgationDate", bad),
-        (ErrorCode.BAD_DATE, f"{MH}/DueDate", bad),
+        (ErrorCode.BAD_DATE, f"{MESSAGE_HEADER}/PromulgationInfo/PromulgationDate", bad),
+        (ErrorCode.BAD_DATE, f"{MESSAGE_HEADER}/DueDate", bad),
     }
 
 
 @pytest.mark.parametrize("bad", ["2026/11/23", "2026/11/23 25:00:00", "2026-11-23T09:30:00"])
 def test_bad_timestamps(bad: str) -> None:
     assert _issues(_with_header(make_status(), timestamp=bad)) == {
-        (ErrorCode.BAD_TIMESTAMP, f"{MH}/Timestamp", bad)
+        (ErrorCode.BAD_TIMESTAMP, f"{MESSAGE_HEADER}/Timestamp", bad)
     }
 
 
@@ -152,7 +162,7 @@ def test_every_known_status_code_passes(code: str) -> None:
 @pytest.mark.parametrize("bad", ["00", "1", "07", "14", "99", "abc"])
 def test_unknown_status_codes(bad: str) -> None:
     assert _issues(_with_header(make_status(), status_code=bad)) == {
-        (ErrorCode.BAD_STATUS, f"{MH}/StatusCode", bad)
+        (ErrorCode.BAD_STATUS, f"{MESSAGE_HEADER}/StatusCode", bad)
     }
 
 
@@ -180,8 +190,8 @@ def test_unknown_codes_are_named() -> None:
         }
     )
     assert _issues(package) == {
-        (ErrorCode.BAD_CODE, f"{MH}/OtherInfo/Priority", "5"),
-        (ErrorCode.BAD_CODE, f"{MH}/SteeringType", "9"),
+        (ErrorCode.BAD_CODE, f"{MESSAGE_HEADER}/OtherInfo/Priority", "5"),
+        (ErrorCode.BAD_CODE, f"{MESSAGE_HEADER}/SteeringType", "9"),
         (ErrorCode.BAD_CODE, f"{TRACE}/Bussiness/BussinessDocType", "7"),
         (ErrorCode.BAD_CODE, f"{TRACE}/Bussiness/Paper", "2"),
     }
@@ -190,7 +200,7 @@ def test_unknown_codes_are_named() -> None:
 def test_duplicate_recipient_is_named() -> None:
     package = make_document(recipients=["000.00.00.H41", "000.00.00.H14", "000.00.00.H41"])
     assert _issues(package) == {
-        (ErrorCode.DUPLICATE_RECIPIENT, f"{MH}/To[3]/OrganId", "000.00.00.H41")
+        (ErrorCode.DUPLICATE_RECIPIENT, f"{MESSAGE_HEADER}/To[3]/OrganId", "000.00.00.H41")
     }
 
 
@@ -198,9 +208,9 @@ def test_every_fault_is_reported_at_once() -> None:
     package = make_document(recipients=["bad-1", "bad-2"], now=NOW)
     found = _issues(_with_header(package, due_date="soon"))
     assert {path for _, path, _ in found} >= {
-        f"{MH}/To[1]/OrganId",
-        f"{MH}/To[2]/OrganId",
-        f"{MH}/DueDate",
+        f"{MESSAGE_HEADER}/To[1]/OrganId",
+        f"{MESSAGE_HEADER}/To[2]/OrganId",
+        f"{MESSAGE_HEADER}/DueDate",
     }
 
 
