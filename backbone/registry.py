@@ -71,6 +71,23 @@ class ImportReport:
 
 
 class Registry:
+    """The agencies (code, name, parent, active), the principals that may act for them
+    (agency systems and gateways, with their topic patterns), the certificates bound to
+    each agency, and the record of access changes: all kept in the store, changed and read
+    through this one object.
+
+    The validator asks three questions per message, so their answers are cached for
+    ``ttl`` seconds (``BACKBONE_REGISTRY_TTL``): ``may_act_for`` (may this broker user send
+    as this agency), ``is_active`` (is this recipient a registered, active agency) and
+    ``is_bound`` (is this certificate the agency's). A change made through this object
+    clears its cache at once; one made by another process is seen within ``ttl``. Lists
+    and single reads (``get_agency``, ``list_gateways``...) always go to the store.
+
+    Used by the validator's checks, by the CLI (``backbone agency``, ``gateway``,
+    ``access`` and the topology commands: changes, CSV import, the gateways' delivery
+    queues, the access record) and by the demo and the benchmark to set up their world.
+    """
+
     def __init__(
         self, store: Store, *, ttl: float = 5.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
