@@ -8,6 +8,7 @@ private node the demo starts and stops. Everything it creates is removed at the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -31,8 +32,8 @@ from .client import AsyncGateway, Delivery
 from .config import Settings
 from .edxml.factory import File, new_document
 from .store import migrate
-from .workers import tracker as tracking
-from .workers.validator import build
+from .workers.tracker import Tracker
+from .workers.validator import Validator
 
 MINISTRY, NGHE_AN, CAO_BANG = "000.00.00.G22", "000.00.00.H41", "000.00.00.H14"
 DISTRICT, COMMUNE = "000.00.15.H41", "001.03.15.H41"
@@ -125,8 +126,8 @@ async def _story(
         backbone_cert=backbone_cert.certificate,
     )
     await topology.declare_all(admin_url, settings.delivery_limit)
-    validator, store = build(settings)
-    tracker, tracker_store = tracking.build(settings)
+    validator = Validator.from_settings(settings)
+    tracker = Tracker.from_settings(settings)
     registry = validator.registry
 
     console.print(
@@ -149,11 +150,9 @@ async def _story(
     await topology.apply_routes(channel, bind, (), settings.delivery_limit)
     await connection.close()
 
-    running = []
+    running = contextlib.AsyncExitStack()
     for worker in (validator, tracker):
-        ready = asyncio.Event()
-        running.append(asyncio.create_task(worker.run(ready=ready)))
-        await asyncio.wait_for(ready.wait(), 30)
+        await running.enter_async_context(worker.running())
     console.print(
         "2. The validator (format, signature, sender, recipients, duplicates) and the "
         f"tracker (every document's lifecycle) are running as {workers!r}, the only user "
@@ -238,11 +237,7 @@ async def _story(
             document_id, row.get("sent", ""), row.get("received", "—"), row.get("back", "")
         )
     console.print(table)
-    validator.stop()
-    tracker.stop()
-    await asyncio.gather(*running)
-    await store.close()
-    await tracker_store.close()
+    await running.aclose()
     console.rule("every document routed or refused with a reason; nothing lost")
 
 

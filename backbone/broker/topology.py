@@ -8,6 +8,7 @@ the broker by ``route_changes`` and ``apply_routes``, which every registry comma
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue, ExchangeType
@@ -54,36 +55,50 @@ def quorum(delivery_limit: int = DEFAULT_DELIVERY_LIMIT, dead_letter: bool = Tru
     return arguments
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    name: str
+    type: ExchangeType
+    arguments: FieldTable = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    name: str
+    arguments: FieldTable
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key; fanout: the name)
+
+
+def backbone(delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> tuple[list[Exchange], list[Queue]]:
+    """The whole backbone topology (not the agencies' inboxes) as data: declared on
+    RabbitMQ by ``declare``, and the same in memory by :mod:`backbone.testing`."""
+    exchanges = [
+        Exchange(DLX, ExchangeType.FANOUT),
+        Exchange(UNROUTABLE_EXCHANGE, ExchangeType.FANOUT),
+        Exchange(SUBMIT, ExchangeType.TOPIC),
+        Exchange(DELIVER, ExchangeType.TOPIC, {"alternate-exchange": UNROUTABLE_EXCHANGE}),
+        Exchange(EVENTS, ExchangeType.TOPIC),
+    ]
+    queues = [
+        Queue(QUARANTINE, quorum(delivery_limit, dead_letter=False), ((DLX, QUARANTINE),)),
+        Queue(UNROUTABLE, quorum(delivery_limit), ((UNROUTABLE_EXCHANGE, UNROUTABLE),)),
+        Queue(VALIDATE, quorum(delivery_limit), ((SUBMIT, "#"),)),
+        Queue(TRACKER, quorum(delivery_limit), ((EVENTS, "event.#"),)),
+    ]
+    return exchanges, queues
+
+
 async def declare(channel: AbstractChannel, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
     """Declare the whole backbone topology (not the agencies' inboxes)."""
-    dlx = await channel.declare_exchange(DLX, ExchangeType.FANOUT, durable=True)
-    quarantine = await channel.declare_queue(
-        QUARANTINE, durable=True, arguments=quorum(delivery_limit, dead_letter=False)
-    )
-    await quarantine.bind(dlx)
-
-    unroutable_exchange = await channel.declare_exchange(
-        UNROUTABLE_EXCHANGE, ExchangeType.FANOUT, durable=True
-    )
-    unroutable = await channel.declare_queue(
-        UNROUTABLE, durable=True, arguments=quorum(delivery_limit)
-    )
-    await unroutable.bind(unroutable_exchange)
-
-    submit = await channel.declare_exchange(SUBMIT, ExchangeType.TOPIC, durable=True)
-    validate = await channel.declare_queue(VALIDATE, durable=True, arguments=quorum(delivery_limit))
-    await validate.bind(submit, routing_key="#")
-
-    await channel.declare_exchange(
-        DELIVER,
-        ExchangeType.TOPIC,
-        durable=True,
-        arguments={"alternate-exchange": UNROUTABLE_EXCHANGE},
-    )
-
-    events = await channel.declare_exchange(EVENTS, ExchangeType.TOPIC, durable=True)
-    tracker = await channel.declare_queue(TRACKER, durable=True, arguments=quorum(delivery_limit))
-    await tracker.bind(events, routing_key="event.#")
+    exchanges, queues = backbone(delivery_limit)
+    for exchange in exchanges:
+        await channel.declare_exchange(
+            exchange.name, exchange.type, durable=True, arguments=exchange.arguments or None
+        )
+    for queue in queues:
+        declared = await channel.declare_queue(queue.name, durable=True, arguments=queue.arguments)
+        for source, key in queue.bindings:
+            await declared.bind(source, routing_key=key)
 
 
 async def declare_inbox(

@@ -39,9 +39,9 @@ from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
 from ..errors import BackboneError, PackageError
+from ..safe import printable
 from ..signing.pki import PrivateKey
 from ..store import Store
-from ..workers.outbox import printable
 from ..workers.validator import PREFETCH
 from . import app
 from ._common import (
@@ -590,7 +590,7 @@ def run_validator(
     ] = PREFETCH,
 ) -> None:
     """Validate and route submissions until SIGTERM (in-flight messages are finished)."""
-    from ..workers.validator import run_processes
+    from ..workers.supervisor import run_processes
 
     settings = _workers_settings()
     _running(lambda: run_processes(settings, processes, prefetch))
@@ -601,10 +601,11 @@ def run_tracker(
     prefetch: Annotated[int, typer.Option(min=1, help="Events in flight.")] = 5000,
 ) -> None:
     """Record lifecycle events and forward statuses until SIGTERM."""
-    from ..workers.tracker import serve
+    from ..workers.supervisor import serve
+    from ..workers.tracker import Tracker
 
     settings = _workers_settings(validates=False)
-    _running(lambda: asyncio.run(serve(settings, prefetch)))
+    _running(lambda: asyncio.run(serve([Tracker.from_settings(settings, prefetch=prefetch)])))
 
 
 @run_app.command("all")
@@ -615,7 +616,7 @@ def run_all(
     ] = PREFETCH,
 ) -> None:
     """The validator(s) and the tracker, until SIGTERM."""
-    from ..workers.validator import run_processes
+    from ..workers.supervisor import run_processes
 
     settings = _workers_settings()
     _running(lambda: run_processes(settings, processes, prefetch, with_tracker=True))

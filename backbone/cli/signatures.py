@@ -11,7 +11,7 @@ from .. import edxml, signing
 from ..agency import AgencyCode, AgencyCodeError
 from ..config import get_settings
 from ..errors import PackageError
-from ..workers.outbox import printable
+from ..safe import printable
 from . import app
 from ._common import (
     certificate_agency,

@@ -13,32 +13,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import signal
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError
 from pydantic import ValidationError
-from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import lifecycle
 from ..broker import topology
+from ..broker.amqp import AmqpTransport
+from ..broker.transport import Connection, Incoming, Transport
 from ..config import Settings
-from ..errors import Issue
+from ..edxml.paths import SENDER
+from ..errors import BrokerError, ErrorCode, Issue
 from ..events import Event, Kind
-from ..logs import get_logger
+from ..safe import derived_id, printable
 from ..store import Store
+from ..store import tracking as queries
 from ..store.models import Delivery, Document
-from ..store.models import Event as EventRow
-from .outbox import Outbox, derived_id, load_signer, printable
+from .publisher import Publisher, Signer, load_signer
+from .worker import Worker
 
-log = get_logger("backbone.tracker")
-MESSAGE_HEADER = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader"
 DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not recorded yet
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
 BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
@@ -48,7 +45,7 @@ BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker sto
 
 @dataclass
 class _Item:
-    message: AbstractIncomingMessage
+    message: Incoming
     event: Event
     attempts: int = 0
 
@@ -72,72 +69,108 @@ class _Outgoing:
     issued: dict[tuple[str, str, str], datetime | None] = field(default_factory=dict)
 
 
-class Tracker:
+class Tracker(Worker):
+    """The one writer of lifecycle state: consumes ``backbone.tracker`` in batches.
+
+    Deliveries are buffered by ``handle`` and recorded by one loop, a batch per
+    transaction; a byte budget of its own (RabbitMQ has no ``prefetch_size``) pauses the
+    consumer while too many event bytes are held unacked.
+    """
+
+    queue = topology.TRACKER
+    name = "tracker"
+
     def __init__(
-        self, settings: Settings, store: Store, outbox: Outbox, *, batch: int = 1000
+        self,
+        settings: Settings,
+        store: Store,
+        signer: Signer | None = None,
+        *,
+        transport: Transport | None = None,
+        batch: int = 1000,
+        prefetch: int = PREFETCH,
     ) -> None:
+        super().__init__(transport or AmqpTransport(settings.amqp_url), prefetch, [store])
         self.settings = settings
         self.store = store
-        self.outbox = outbox
+        self.signer = signer
+        self.publisher: Publisher | None = None
         self.batch = batch
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
         self._deferred = 0  # items waiting to be tried again (unacked, older tags)
         self._stopping = asyncio.Event()
+        self._loop: asyncio.Task[None] | None = None
         self.byte_budget = BYTE_BUDGET
         self._held = 0  # bytes of the events received and not yet settled
         self.pauses = 0  # times the byte budget stopped the deliveries
 
-    def stop(self) -> None:
-        self._stopping.set()
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, transport: Transport | None = None, prefetch: int = PREFETCH
+    ) -> Tracker:
+        """A tracker wired from settings; it owns its store."""
+        return cls(
+            settings,
+            Store(settings.database_url),
+            load_signer(settings),
+            transport=transport,
+            prefetch=prefetch,
+        )
 
     @property
     def held(self) -> int:
         """Bytes of the events received and not yet settled."""
         return self._held
 
-    async def run(self, prefetch: int = PREFETCH, ready: asyncio.Event | None = None) -> None:
-        connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
-        try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.set_qos(prefetch_count=prefetch)
-            await self.outbox.bind(channel)
-            queue = await channel.get_queue(topology.TRACKER, ensure=True)
-            tag: str | None = await queue.consume(self._on_message)
-            log.info("tracker consuming", queue=topology.TRACKER, prefetch=prefetch)
-            if ready is not None:
-                ready.set()
-            while not (self._stopping.is_set() and not self._pending):
-                items = await self._take()
-                if items:
-                    await self._record_isolated(items)
-                # a byte budget of our own (RabbitMQ has no prefetch_size): past it, stop
-                # the deliveries until what is held is down to half
-                if tag is not None and self._held > self.byte_budget:
-                    await queue.cancel(tag)
-                    tag = None
-                    self.pauses += 1
-                    log.info("tracker paused: byte budget reached", held=self._held)
-                elif tag is None and self._held <= self.byte_budget // 2:
-                    if self._stopping.is_set():
-                        continue
-                    tag = await queue.consume(self._on_message)
-            if tag is not None:
-                await queue.cancel(tag)
-        finally:
-            await connection.close()
-            log.info("tracker stopped")
+    async def started(self, connection: Connection) -> None:
+        self.publisher = Publisher(connection, self.settings, self.signer)
+        self._stopping.clear()
+        self._loop = asyncio.create_task(self._record_loop())
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    async def stopping(self) -> None:
+        """Record what was received (and what waits for its routing), then return."""
+        self._stopping.set()
+        self._arrived.set()
+        if self._loop is not None:
+            await self._loop
+
+    async def _record_loop(self) -> None:
+        while not (self._stopping.is_set() and not self._pending):
+            items = await self._take()
+            if items:
+                await self._record_isolated(items)
+            # past the byte budget, stop the deliveries until what is held is down to half
+            if self.consuming and self._held > self.byte_budget:
+                await self.pause()
+                self.pauses += 1
+                self.log.info("tracker paused: byte budget reached", held=self._held)
+            elif self._resumable:
+                await self.resume()
+
+    @property
+    def _resumable(self) -> bool:
+        """Paused, not stopping, and what is held is down to half the budget."""
+        return not (self.consuming or self._stopping.is_set()) and (
+            self._held <= self.byte_budget // 2
+        )
+
+    @property
+    def _publisher(self) -> Publisher:
+        assert self.publisher is not None, "publishing outside running()"
+        return self.publisher
+
+    async def handle(self, message: Incoming) -> None:
         try:
             event = Event.model_validate_json(message.body)
         except ValidationError as exc:
-            log.error(
+            self.log.error(
                 "not an event; quarantined",
                 error=str(exc)[:300],
                 message_id=printable(message.message_id),
             )
-            await message.reject(requeue=False)  # dead-lettered to the quarantine
+            with contextlib.suppress(BrokerError):
+                await message.reject(requeue=False)  # dead-lettered to the quarantine
             return
         self._held += len(message.body)
         self._add(_Item(message, event))
@@ -165,12 +198,12 @@ class Tracker:
             await self._record(items)
             return
         except Exception as exc:  # a bug or a hostile value: find the culprit
-            log.error("a batch failed; recording its events one by one", error=repr(exc)[:300])
+            self.log.error("a batch failed; recording its events one by one", error=repr(exc)[:300])
         for item in items:
             try:
                 await self._record([item])
             except Exception as exc:
-                log.error(
+                self.log.error(
                     "an event could not be recorded; quarantined",
                     error=repr(exc)[:300],
                     event_id=printable(item.event.event_id, 64),
@@ -178,7 +211,7 @@ class Tracker:
                     agency=printable(item.event.recipient, 20),
                     exc_info=True,
                 )
-                with contextlib.suppress(AMQPError):
+                with contextlib.suppress(BrokerError):
                     await item.message.reject(requeue=False)  # dead-lettered
                 self._held -= item.size
 
@@ -193,13 +226,13 @@ class Tracker:
                     deferred, outgoing = await self._apply(session, items)
                     await self._publish(outgoing)  # before the commit: at least once
                 break
-            except (SQLAlchemyError, OSError, AMQPError) as exc:
-                if isinstance(exc, AMQPError):
+            except (SQLAlchemyError, OSError, BrokerError) as exc:
+                if isinstance(exc, BrokerError):
                     broker_faults += 1
                     if broker_faults > BROKER_RETRIES:
                         raise
                 pause = next(pauses, DATABASE_PAUSES[-1])
-                log.warning(
+                self.log.warning(
                     "database or broker unavailable; retrying the batch",
                     error=repr(exc)[:300],
                     events=len(items),
@@ -223,8 +256,8 @@ class Tracker:
             else:
                 for item in done:
                     await item.message.ack()
-        except AMQPError as exc:  # recorded already: the redelivery is skipped by event id
-            log.warning("could not ack; the events will be redelivered", error=repr(exc))
+        except BrokerError as exc:  # recorded already: the redelivery is skipped by event id
+            self.log.warning("could not ack; the events will be redelivered", error=repr(exc))
 
     def _readd(self, item: _Item) -> None:
         self._deferred -= 1
@@ -234,11 +267,11 @@ class Tracker:
         """All at once: the broker's confirms come back pipelined."""
         await asyncio.gather(
             *(
-                self.outbox.deliver(body, to, headers, message_id, "status")
+                self._publisher.deliver(body, to, headers, message_id, "status")
                 for body, to, headers, message_id in outgoing.forwards
             ),
             *(
-                self.outbox.reject(to, document_id, "tracker", issue, rejected_id)
+                self._publisher.reject(to, document_id, "tracker", issue, rejected_id)
                 for to, document_id, issue, rejected_id in outgoing.rejections
             ),
         )
@@ -247,12 +280,7 @@ class Tracker:
         self, session: AsyncSession, items: list[_Item]
     ) -> tuple[list[_Item], _Outgoing]:
         """Record a batch; return the items to try again later, and what to publish."""
-        ids = [i.event.event_id for i in items]
-        known = set(
-            (
-                await session.execute(select(EventRow.event_id).where(EventRow.event_id.in_(ids)))
-            ).scalars()
-        )
+        known = await queries.known_events(session, [i.event.event_id for i in items])
         fresh = []
         for item in items:
             if item.event.event_id not in known:
@@ -260,7 +288,7 @@ class Tracker:
                 fresh.append(item)
         documents = await _documents(session, [i.event for i in fresh])
         pks = {d.id for d in documents.values()}
-        deliveries = await _deliveries(session, pks)
+        deliveries = await queries.deliveries(session, pks)
         deferred: list[_Item] = []
         outgoing = _Outgoing()
         rows: list[dict[str, object]] = []
@@ -274,8 +302,8 @@ class Tracker:
             if event.kind in (Kind.ROUTED, Kind.UNDELIVERABLE) and event.backbone_id:
                 _transport(deliveries, created, event)
         if created:
-            await session.execute(insert(Delivery), list(created.values()))
-            deliveries = await _deliveries(session, pks)
+            await queries.add_deliveries(session, list(created.values()))
+            deliveries = await queries.deliveries(session, pks)
         for item in fresh:
             if item.event.kind is not Kind.STATUS:
                 continue
@@ -284,9 +312,7 @@ class Tracker:
                 deferred.append(item)
             else:
                 rows.append(row)
-        if rows:
-            await session.flush()  # the deliveries' changes, then the events in one statement
-            await session.execute(insert(EventRow), rows)
+        await queries.add_events(session, rows)
         return deferred, outgoing
 
     async def _status(
@@ -359,8 +385,8 @@ class Tracker:
     ) -> dict[str, object]:
         reporter = event.recipient or ""
         issue = Issue.of(
-            "status-refused",
-            f"{MESSAGE_HEADER}/From/OrganId",
+            ErrorCode.STATUS_REFUSED,
+            SENDER,
             f"status {event.status_code} refused: {why}",
             reporter,
         )
@@ -384,24 +410,8 @@ async def _after_final(
     if key in issued:
         final_at = issued[key]
     else:
-        final_at = (
-            await session.execute(
-                select(EventRow.occurred_at)
-                .where(
-                    EventRow.document_pk == delivery.document_pk,
-                    EventRow.recipient == delivery.recipient,
-                    EventRow.kind == Kind.STATUS.value,
-                    EventRow.status_code == delivery.status_code,
-                )
-                .order_by(EventRow.id)
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-    if final_at is None:
-        return True
-    if final_at.tzinfo is None:  # SQLite hands timestamps back without their zone
-        final_at = final_at.replace(tzinfo=UTC)
-    return event.occurred_at > final_at
+        final_at = await queries.first_status_at(session, delivery, delivery.status_code)
+    return final_at is None or event.occurred_at > final_at
 
 
 def _row(event: Event, document_pk: str | None, kind: str) -> dict[str, object]:
@@ -480,49 +490,11 @@ def _transport(
 
 
 async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[str, str], Document]:
-    """The documents these events are about (found by backbone id, or by sender and
-    DocumentId, which their unique index serves), keyed by (sender, DocumentId)."""
-    backbone_ids = {e.backbone_id for e in events if e.backbone_id}
+    """The documents these events are about, by backbone id, or for statuses by (sender,
+    DocumentId) either way round (a recall comes from the sender)."""
     keys = set()
     for e in events:
         if e.kind is Kind.STATUS and e.document_id:
             keys.add((e.sender or "", e.document_id))
-            keys.add((e.recipient or "", e.document_id))  # a recall comes from the sender
-    found: dict[tuple[str, str], Document] = {}
-    queries = []
-    if backbone_ids:
-        queries.append(select(Document).where(Document.id.in_(backbone_ids)))
-    if keys:
-        queries.append(
-            select(Document).where(tuple_(Document.sender, Document.document_id).in_(keys))
-        )
-    for query in queries:
-        for document in (await session.execute(query)).scalars():
-            found[(document.sender, document.document_id)] = document
-    return found
-
-
-async def _deliveries(
-    session: AsyncSession, document_pks: set[str]
-) -> dict[tuple[str, str], Delivery]:
-    if not document_pks:
-        return {}
-    rows = await session.execute(select(Delivery).where(Delivery.document_pk.in_(document_pks)))
-    return {(d.document_pk, d.recipient): d for d in rows.scalars()}
-
-
-def build(settings: Settings) -> tuple[Tracker, Store]:
-    store = Store(settings.database_url)
-    return Tracker(settings, store, Outbox(settings, load_signer(settings))), store
-
-
-async def serve(settings: Settings, prefetch: int = PREFETCH) -> None:
-    """Run the tracker until SIGTERM or SIGINT; what it holds unacked is redelivered."""
-    tracker, store = build(settings)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, tracker.stop)
-    try:
-        await tracker.run(prefetch=prefetch)
-    finally:
-        await store.close()
+            keys.add((e.recipient or "", e.document_id))
+    return await queries.documents(session, (e.backbone_id for e in events if e.backbone_id), keys)

@@ -8,91 +8,72 @@ it once a queue serves the recipient. Statuses that found no inbox are dead-lett
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-
-import aio_pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from aio_pika.exceptions import AMQPError
 
 from ..agency import AgencyCode
 from ..broker import topology
+from ..broker.amqp import AmqpTransport
+from ..broker.transport import Connection, Incoming, Transport
 from ..config import Settings
-from ..errors import Issue
+from ..edxml.paths import RECIPIENT
+from ..errors import BrokerError, ErrorCode, Issue
 from ..events import Event, Kind
-from ..logs import get_logger
-from .outbox import Outbox, derived_id, printable
+from ..safe import derived_id, printable
+from .publisher import Publisher, Signer
+from .worker import Worker
 
-log = get_logger("backbone.unroutable")
-RECIPIENT = "/edXML/edXMLEnvelope/edXMLHeader/MessageHeader/To/OrganId"
+PREFETCH = 32
 
 
-class Unroutable:
-    """Consumes ``backbone.unroutable`` until ``stop()``."""
+class Unroutable(Worker):
+    """Consumes ``backbone.unroutable``; one that may not read it logs that and does nothing
+    (it never stops the validator beside it)."""
 
-    def __init__(self, settings: Settings, outbox: Outbox) -> None:
+    queue = topology.UNROUTABLE
+    name = "unroutable"
+    required = False
+
+    def __init__(
+        self, settings: Settings, signer: Signer | None, *, transport: Transport | None = None
+    ) -> None:
+        super().__init__(transport or AmqpTransport(settings.amqp_url), PREFETCH)
         self.settings = settings
-        self.outbox = outbox
-        self._stopping = asyncio.Event()
+        self.signer = signer
+        self.publisher: Publisher | None = None
 
-    def stop(self) -> None:
-        self._stopping.set()
+    async def started(self, connection: Connection) -> None:
+        self.publisher = Publisher(connection, self.settings, self.signer)
 
-    async def run(self, ready: asyncio.Event | None = None) -> None:
-        connection: AbstractRobustConnection = await aio_pika.connect_robust(self.settings.amqp_url)
+    async def handle(self, message: Incoming) -> None:
+        """Report it, then dead-letter it into the quarantine (kept for a replay)."""
         try:
-            channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await channel.set_qos(prefetch_count=32)
-            await self.outbox.bind(channel)
-            try:
-                queue = await channel.get_queue(topology.UNROUTABLE, ensure=True)
-                tag = await queue.consume(self._on_message)
-            except AMQPError as exc:  # refused access, most likely: never stop the validator
-                log.error(
-                    "cannot consume the unroutable queue: copies that match no queue are "
-                    "not reported undeliverable (give the workers' user read access to it)",
-                    queue=topology.UNROUTABLE,
-                    error=repr(exc)[:300],
-                )
-                return
-            log.info("unroutable consuming", queue=topology.UNROUTABLE)
-            if ready is not None:
-                ready.set()
-            await self._stopping.wait()
-            await queue.cancel(tag)
-        finally:
-            if ready is not None:
-                ready.set()
-            await connection.close()
-
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            await self.handle(message)
-        except AMQPError as exc:  # not confirmed: the broker redelivers it
-            log.warning("could not report an undeliverable copy; retried", error=repr(exc))
-            with contextlib.suppress(AMQPError):  # a broken channel hands it back anyway
+            await self.report(message)
+        except BrokerError as exc:  # not confirmed: the broker redelivers it
+            self.log.warning("could not report an undeliverable copy; retried", error=str(exc))
+            with contextlib.suppress(BrokerError):  # a broken channel hands it back anyway
                 await message.nack(requeue=True)
             return
         except Exception as exc:  # a bug or a hostile header: never hold the prefetch
-            log.error(
+            self.log.error(
                 "could not report an undeliverable copy; quarantined",
                 error=repr(exc)[:300],
                 exc_info=True,
             )
-        with contextlib.suppress(AMQPError):
-            await message.reject(requeue=False)  # kept in backbone.quarantine for a replay
+        with contextlib.suppress(BrokerError):
+            await message.reject(requeue=False)
 
-    async def handle(self, message: AbstractIncomingMessage) -> None:
+    async def report(self, message: Incoming) -> None:
         headers = message.headers or {}
         backbone_id = _text(headers.get("x-backbone-id"), 36)
         sender = _text(headers.get("x-sender"), 13) or ""
         document_id = _text(headers.get("x-edxml-document-id"), 255)
         recipient = printable(message.routing_key, 60) or ""
-        bound = log.bind(backbone_id=backbone_id, document_id=document_id, agency=recipient)
+        assert self.publisher is not None, "reporting outside running()"
+        bound = self.log.bind(backbone_id=backbone_id, document_id=document_id, agency=recipient)
         if message.type != "edoc" or backbone_id is None:
             bound.warning("a status found no queue; quarantined", kind=printable(message.type))
             return
-        await self.outbox.event(
+        await self.publisher.event(
             Event(
                 event_id=derived_id("undeliverable", backbone_id, recipient)[:64],
                 kind=Kind.UNDELIVERABLE,
@@ -105,13 +86,13 @@ class Unroutable:
         )
         if AgencyCode.is_valid(sender):
             issue = Issue.of(
-                "undeliverable",
+                ErrorCode.UNDELIVERABLE,
                 RECIPIENT,
                 "the document was accepted, but no inbox or gateway serves this recipient: "
                 "its copy was not delivered",
                 recipient,
             )
-            await self.outbox.reject(
+            await self.publisher.reject(
                 sender, document_id or backbone_id, "delivery", issue, message.message_id
             )
         bound.warning("undeliverable copy; the sender is told")

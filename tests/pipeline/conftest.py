@@ -8,6 +8,7 @@ the tests fail in CI (with what to install) and skip elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,8 +25,9 @@ from backbone.broker.provisioning import Provisioner, vhost_url
 from backbone.cli import app
 from backbone.config import Settings, get_settings
 from backbone.registry import Registry
-from backbone.workers import tracker as tracking
-from backbone.workers.validator import Validator, build
+from backbone.workers.tracker import Tracker
+from backbone.workers.validator import Validator
+from backbone.workers.worker import Worker
 
 from ..conftest import Signer
 from ..databases import migrated
@@ -75,8 +77,18 @@ class Pipeline:
     registry: Registry
     validator: Validator
     signers: dict[str, Signer]
-    tracker: tracking.Tracker
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tracker: Tracker
+    running: dict[str, contextlib.AsyncExitStack] = field(default_factory=dict)
+
+    async def start(self, worker: Worker) -> None:
+        """Run ``worker`` until ``stop`` or the end of the test."""
+        stack = contextlib.AsyncExitStack()
+        await stack.enter_async_context(worker.running())
+        self.running[worker.name] = stack
+
+    async def stop(self, name: str) -> None:
+        """Stop the worker called ``name`` (a test that runs it as a process instead)."""
+        await self.running.pop(name).aclose()
 
     def url(self, user: str = "guest") -> str:
         """The test's virtual host as ``user`` (guest: the administrator)."""
@@ -163,21 +175,16 @@ async def pipeline(
         backbone_cert=backbone.certificate,
     )
     await topology.declare_all(settings.admin_amqp_url, settings.delivery_limit)
-    validator, store = build(settings)
-    tracker, tracker_store = tracking.build(settings)
+    validator = Validator.from_settings(settings)
+    tracker = Tracker.from_settings(settings)
     world = Pipeline(broker, vhost, settings, validator.registry, validator, signers, tracker)
-    for worker in (validator, tracker):
-        ready = asyncio.Event()
-        world.tasks.append(asyncio.create_task(worker.run(ready=ready)))  # type: ignore[attr-defined]
-        await asyncio.wait_for(ready.wait(), 30)
     try:
+        for worker in (validator, tracker):
+            await world.start(worker)
         yield world
     finally:
-        validator.stop()
-        tracker.stop()
-        await asyncio.gather(*world.tasks, return_exceptions=True)
-        await store.close()
-        await tracker_store.close()
+        for name in list(world.running):
+            await world.stop(name)
         await asyncio.to_thread(broker.mgmt.delete_vhost, vhost)
 
 

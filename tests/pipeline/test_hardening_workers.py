@@ -12,14 +12,13 @@ from typing import Any
 
 import aio_pika
 import pytest
-from aio_pika.exceptions import AMQPError
 from sqlalchemy import select
 
 from backbone import edxml, signing
 from backbone.broker import topology
+from backbone.errors import BrokerRefused
 from backbone.events import Event, Kind
-from backbone.store.models import Delivery
-from backbone.store.models import Event as EventRow
+from backbone.store.models import Delivery, EventRecord
 
 from ..conftest import SENDER, Signer, make_status
 from .conftest import Pipeline
@@ -99,7 +98,7 @@ async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
     async def once_refused(outgoing: Any) -> None:
         if outgoing and not faults:
             faults.append(1)
-            raise AMQPError("publish not confirmed")
+            raise BrokerRefused("publish not confirmed")
         await real(outgoing)
 
     monkeypatch.setattr(pipeline.tracker, "_publish", once_refused)
@@ -138,14 +137,14 @@ async def assert_tracker_records_the_next_document(pipeline: Pipeline) -> None:
     package = document(recipients=[RECIPIENTS[0]])
     await publish(pipeline, pipeline.signers["G22"].sign(package), uuid.uuid4().hex)
     await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
-    assert not pipeline.tasks[1].done(), "the tracker stopped"
+    assert pipeline.tracker.consuming, "the tracker stopped"
     for _ in range(100):
         async with pipeline.validator.store.sessions() as session:
             kinds = set(
                 (
                     await session.execute(
-                        select(EventRow.kind).where(
-                            EventRow.edxml_document_id == package.document_id
+                        select(EventRecord.kind).where(
+                            EventRecord.edxml_document_id == package.document_id
                         )
                     )
                 ).scalars()
@@ -292,7 +291,7 @@ async def test_a_revocation_reaches_a_running_validator(
     """`pki revoke` rewrites the CRL file; the next document signed with that
     certificate is refused without a restart."""
     await agencies(pipeline)
-    pipeline.validator.verifier.trust.refresh_every(0)  # look at every package
+    pipeline.validator.checks.verifier.trust.refresh_every(0)  # look at every package
     issued = pki.issue(SENDER, tmp_path / "soon-revoked")
     signer = Signer(issued.code, issued.key, issued.certificate, issued.fingerprint)
     await publish(pipeline, signer.sign(document(recipients=[RECIPIENTS[0]])), uuid.uuid4().hex)
@@ -314,18 +313,14 @@ async def test_a_copy_no_queue_takes_is_undeliverable_and_the_sender_is_told(
     alternate exchange. It ends undeliverable (status and report) and the sender gets 02."""
     from backbone.report import Reporter
     from backbone.store import repository as repo
-    from backbone.workers.outbox import Outbox
     from backbone.workers.unroutable import Unroutable
 
     await agencies(pipeline)
     lost = "000.00.00.H14"
     await pipeline.add_agency(lost, inbox=False)
-    unroutable = Unroutable(pipeline.settings, Outbox(pipeline.settings, None))
-    ready = asyncio.Event()
-    task = asyncio.create_task(unroutable.run(ready=ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 30)
-        assert not task.done(), "the unroutable consumer could not start"
+    unroutable = Unroutable(pipeline.settings, None)
+    async with unroutable.running():
+        assert unroutable.consuming, "the unroutable consumer could not start"
         package = document(recipients=[RECIPIENTS[0], lost])
         await publish(pipeline, pipeline.signers["G22"].sign(package), uuid.uuid4().hex)
         assert await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
@@ -353,6 +348,3 @@ async def test_a_copy_no_queue_takes_is_undeliverable_and_the_sender_is_told(
             )
         assert report.undeliverable == {lost: 1}
         assert lost not in report.received
-    finally:
-        unroutable.stop()
-        await task

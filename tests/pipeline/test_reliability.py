@@ -17,6 +17,7 @@ import pytest
 from backbone import edxml
 from backbone.broker import topology
 from backbone.client import AsyncGateway
+from backbone.workers.checks import Accepted, Submission
 
 from ..conftest import SENDER, make_document
 from .conftest import Pipeline
@@ -69,7 +70,7 @@ async def wait_for(predicate: object, timeout: float) -> None:
 
 
 async def test_a_validator_killed_mid_stream_loses_nothing(pipeline: Pipeline) -> None:
-    pipeline.validator.stop()  # this test runs validators as processes it can kill
+    await pipeline.stop("validator")  # this test runs validators as processes it can kill
     await asyncio.gather(pipeline.tasks[0])
     for code in (SENDER, RAW, SDK):
         await pipeline.add_agency(code)
@@ -131,14 +132,14 @@ async def test_a_poison_message_is_quarantined_while_the_rest_moves_on(pipeline:
     for code in (SENDER, RAW):
         await pipeline.add_agency(code)
     poison = f"poison-{uuid.uuid4().hex}"
-    real_check = pipeline.validator.check
+    real_checks = pipeline.validator.checks
 
-    async def crashing_check(message: aio_pika.abc.AbstractIncomingMessage) -> object:
-        if message.message_id == poison:
+    async def crashing_checks(submission: Submission) -> Accepted:
+        if submission.message_id == poison:
             raise RuntimeError("this message crashes the validator every time")
-        return await real_check(message)
+        return await real_checks(submission)
 
-    pipeline.validator.check = crashing_check  # type: ignore[method-assign,assignment]
+    pipeline.validator.checks = crashing_checks  # type: ignore[assignment]
     signer = pipeline.signers["G22"]
     connection = await aio_pika.connect(pipeline.url(SENDER))
     try:

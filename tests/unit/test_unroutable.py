@@ -4,10 +4,9 @@ an unexpected reason goes to the quarantine instead of holding its prefetch for 
 from __future__ import annotations
 
 import pytest
-from aio_pika.exceptions import AMQPError
 
 from backbone.config import Settings
-from backbone.workers.outbox import Outbox
+from backbone.errors import BrokerRefused
 from backbone.workers.unroutable import Unroutable
 
 
@@ -21,12 +20,12 @@ class Message:
     async def reject(self, requeue: bool) -> None:
         self.calls.append(f"reject requeue={requeue}")
         if self.fail_settling:
-            raise AMQPError("channel closed")
+            raise BrokerRefused("channel closed")
 
     async def nack(self, requeue: bool) -> None:
         self.calls.append(f"nack requeue={requeue}")
         if self.fail_settling:
-            raise AMQPError("channel closed")
+            raise BrokerRefused("channel closed")
 
 
 @pytest.mark.parametrize(
@@ -34,8 +33,8 @@ class Message:
     [
         (None, False, ["reject requeue=False"]),  # reported: the copy kept for a replay
         (ValueError("a hostile header"), False, ["reject requeue=False"]),
-        (AMQPError("not confirmed"), False, ["nack requeue=True"]),  # retried
-        (AMQPError("not confirmed"), True, ["nack requeue=True"]),  # and no exception
+        (BrokerRefused("not confirmed"), False, ["nack requeue=True"]),  # retried
+        (BrokerRefused("not confirmed"), True, ["nack requeue=True"]),  # and no exception
         (ValueError("x"), True, ["reject requeue=False"]),
     ],
 )
@@ -43,13 +42,13 @@ async def test_every_message_is_settled(
     fault: Exception | None, fail_settling: bool, expected: list[str]
 ) -> None:
     settings = Settings()
-    consumer = Unroutable(settings, Outbox(settings, None))
+    consumer = Unroutable(settings, None)
 
-    async def handle(message: object) -> None:
+    async def report(message: object) -> None:
         if fault is not None:
             raise fault
 
-    consumer.handle = handle  # type: ignore[method-assign]
+    consumer.report = report  # type: ignore[method-assign]
     message = Message(fail_settling)
-    await consumer._on_message(message)  # type: ignore[arg-type]
+    await consumer.handle(message)  # type: ignore[arg-type]
     assert message.calls == expected

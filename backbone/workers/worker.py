@@ -1,0 +1,160 @@
+"""What every worker shares: connecting, consuming its queue, the transient faults it
+waits out, and stopping without losing what it holds.
+
+    async with validator.running():     # connected and consuming when this returns
+        await stopped.wait()
+    # the consumer was cancelled, the messages held were finished (or handed back after
+    # STOP_TIMEOUT), the connection and the worker's store are closed
+
+A worker reaches the broker through a :class:`~backbone.broker.transport.Transport`: the
+aio-pika one in production, :mod:`backbone.testing`'s in memory in fast tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, ClassVar, Self
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..broker.transport import Connection, Consumer, Incoming, Transport
+from ..errors import BrokerError, BrokerRefused
+from ..logs import get_logger
+from ..store import Store
+
+# what a worker waits out instead of giving up on a message: the database or the broker
+# gone for a while
+TRANSIENT = (SQLAlchemyError, BrokerError, ConnectionError, OSError, asyncio.TimeoutError)
+STOP_TIMEOUT = 30.0  # seconds a stopping worker gives the messages it holds
+CANCEL_TIMEOUT = 5.0  # then seconds for the cancelled ones to let go of their connections
+
+
+class Worker:
+    """A consumer of ``queue``: subclasses give ``handle`` (called for each message, in a
+    task of its own) and, if they need them, ``started`` and ``stopping``."""
+
+    queue: ClassVar[str]
+    name: ClassVar[str]
+    required: ClassVar[bool] = True  # False: a queue it may not read is logged, not fatal
+
+    def __init__(self, transport: Transport, prefetch: int, stores: Sequence[Store] = ()) -> None:
+        self.transport = transport
+        self.prefetch = prefetch
+        self.stores = list(stores)
+        self.log = get_logger(f"backbone.{self.name}")
+        self._connection: Connection | None = None
+        self._consumer: Consumer | None = None
+        self._in_flight: set[asyncio.Task[Any]] = set()
+
+    async def handle(self, message: Incoming) -> None:
+        raise NotImplementedError
+
+    async def started(self, connection: Connection) -> None:
+        """Connected, not consuming yet."""
+
+    async def stopping(self) -> None:
+        """The consumer is cancelled; finish what is buffered."""
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Self]:
+        """Connected and consuming inside; everything closed after."""
+        try:
+            async with self.transport.connect() as connection:
+                self._connection = connection
+                await self.started(connection)
+                await self._consume_or_log()
+                try:
+                    yield self
+                finally:
+                    await self.pause()
+                    await self.stopping()
+                    await self._finish_in_flight()
+        finally:
+            self._connection = None
+            for store in self.stores:
+                await store.close()
+            self.log.info(f"{self.name} stopped")
+
+    async def _consume_or_log(self) -> None:
+        try:
+            await self.resume()
+        except BrokerRefused as exc:
+            if self.required:
+                raise
+            self.log.error(
+                f"cannot consume {self.queue}; the {self.name} does nothing", error=str(exc)
+            )
+
+    async def resume(self) -> None:
+        """Start (or start again) taking deliveries."""
+        assert self._connection is not None, "resume() outside running()"
+        if self._consumer is None:
+            self._consumer = await self._connection.consume(
+                self.queue, self._on_message, prefetch=self.prefetch
+            )
+            self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.prefetch)
+
+    async def pause(self) -> None:
+        """No new deliveries; those held stay unsettled."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(BrokerError):  # a lost channel stops them anyway
+                await consumer.cancel()
+
+    @property
+    def consuming(self) -> bool:
+        return self._consumer is not None
+
+    async def _on_message(self, message: Incoming) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self.handle(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _finish_in_flight(self) -> None:
+        """Finish what was started; past STOP_TIMEOUT, cancel the rest (unacked, so the
+        broker redelivers it) and wait CANCEL_TIMEOUT for them to let go of their database
+        connections: one still checked out when the store closes keeps its thread, and the
+        process, alive. The warning says where each was waiting."""
+        if not self._in_flight:
+            return
+        _, pending = await asyncio.wait(self._in_flight, timeout=STOP_TIMEOUT)
+        if pending:
+            self.log.warning(
+                "stopping: messages not finished are handed back",
+                count=len(pending),
+                waiting_in=sorted({awaiting(task) for task in pending})[:5],
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=CANCEL_TIMEOUT)
+
+
+async def settle(message: Incoming, requeue: bool | None = None) -> None:
+    """Ack (or nack for a retry); a lost channel means the broker redelivers anyway."""
+    try:
+        if requeue is None:
+            await message.ack()
+        else:
+            await message.nack(requeue=requeue)
+    except BrokerError as exc:
+        get_logger("backbone.workers").warning(
+            "could not settle the message; the broker will redeliver it", error=str(exc)
+        )
+
+
+def awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its chain of awaited coroutines (``handle:180>_process:204...``)."""
+    where: list[str] = []
+    coro: Any = task.get_coro()
+    while getattr(coro, "cr_frame", None) is not None:
+        where.append(f"{coro.cr_code.co_name}:{coro.cr_frame.f_lineno}")
+        coro = getattr(coro, "cr_await", None)
+    return ">".join(where)
