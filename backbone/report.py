@@ -20,7 +20,7 @@ from sqlalchemy import ColumnElement, and_, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .agency import AgencyCode
-from .store.models import Agency, Delivery, Document, Event
+from .store.models import Agency, Delivery, Document, EventRecord
 from .store.repository import under_pattern
 
 ANSWERS = ("01", "02", "03", "04", "05", "06", "15", "16")  # statuses a recipient sends
@@ -184,14 +184,14 @@ class Reporter:
         report.to_03 = await self._percentiles(Delivery.accepted_at, routed)
         await self._stuck(report, routed, now or datetime.now(UTC))
         report.rejections = await self._pairs(
-            select(Event.reason_code, func.count())
+            select(EventRecord.reason_code, func.count())
             .where(
-                Event.kind == "rejected",
-                Event.recorded_at >= since,
-                Event.recorded_at < until,
-                within(Event.sender),
+                EventRecord.kind == "rejected",
+                EventRecord.recorded_at >= since,
+                EventRecord.recorded_at < until,
+                within(EventRecord.sender),
             )
-            .group_by(Event.reason_code)
+            .group_by(EventRecord.reason_code)
         )
         await self._late(report, in_period, within(Document.sender))
         return report
@@ -207,16 +207,17 @@ class Reporter:
         sent about them."""
         receivers = select(Delivery.recipient).join(Document).where(routed).distinct()
         answered = await self._pairs(
-            select(Event.recipient, func.count(func.distinct(Event.status_code)))
+            select(EventRecord.recipient, func.count(func.distinct(EventRecord.status_code)))
             .join(
                 Delivery,
                 and_(
-                    Delivery.document_pk == Event.document_pk, Delivery.recipient == Event.recipient
+                    Delivery.document_pk == EventRecord.document_pk,
+                    Delivery.recipient == EventRecord.recipient,
                 ),
             )
-            .join(Document, Document.id == Event.document_pk)
-            .where(routed, Event.kind == "status", Event.status_code.in_(ANSWERS))
-            .group_by(Event.recipient)
+            .join(Document, Document.id == EventRecord.document_pk)
+            .where(routed, EventRecord.kind == "status", EventRecord.status_code.in_(ANSWERS))
+            .group_by(EventRecord.recipient)
         )
         everyone = [str(code) for code in (await self.session.execute(receivers)).scalars()]
         report.answering = {bucket: 0 for bucket in ("5+", "3-4", "1-2", "none")}

@@ -24,7 +24,7 @@ from ..client import AsyncGateway
 from ..config import Settings
 from ..events import Kind
 from ..store import Store
-from ..store.models import Event as EventRow
+from ..store.models import EventRecord as EventRow
 from . import _procs
 from ._recipients import Arrivals, Recipients
 from ._world import World

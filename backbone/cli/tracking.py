@@ -22,7 +22,7 @@ from ..config import get_settings
 from ..edxml.rules import FIRST_YEAR, YEARS_AHEAD
 from ..report import Report, Reporter, period
 from ..store import Store
-from ..store.models import Delivery, Event
+from ..store.models import Delivery, EventRecord
 from ..store.repository import find_outcomes
 from . import app
 from ._common import database_failure, fail
@@ -81,9 +81,9 @@ def status(
             events = (
                 (
                     await session.execute(
-                        select(Event)
-                        .where(Event.document_pk == document.id)
-                        .order_by(Event.recorded_at, Event.id)
+                        select(EventRecord)
+                        .where(EventRecord.document_pk == document.id)
+                        .order_by(EventRecord.recorded_at, EventRecord.id)
                     )
                 )
                 .scalars()

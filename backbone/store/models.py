@@ -194,8 +194,9 @@ class Delivery(Base):
     )
 
 
-class Event(Base):
-    """Everything that happened, as the tracker recorded it; idempotent by ``event_id``."""
+class EventRecord(Base):
+    """Everything that happened, as the tracker recorded it; idempotent by ``event_id``.
+    One row per :class:`backbone.events.Event`, the message the workers publish."""
 
     __tablename__ = "events"
 

@@ -21,7 +21,7 @@ from .models import (
     Agency,
     Certificate,
     Document,
-    Event,
+    EventRecord,
     Principal,
     PrincipalScope,
     new_id,
@@ -336,7 +336,7 @@ class Outcomes:
     (their deliveries say routed or undeliverable) and the rejections."""
 
     documents: list[Document]
-    rejections: list[Event]
+    rejections: list[EventRecord]
 
 
 async def find_outcomes(session: AsyncSession, key: str) -> Outcomes:
@@ -348,11 +348,11 @@ async def find_outcomes(session: AsyncSession, key: str) -> Outcomes:
         .order_by(Document.submitted_at)
     )
     rejections = await session.execute(
-        select(Event)
+        select(EventRecord)
         .where(
-            Event.kind == "rejected",
-            Event.edxml_document_id.in_((key, f"message:{key}")),
+            EventRecord.kind == "rejected",
+            EventRecord.edxml_document_id.in_((key, f"message:{key}")),
         )
-        .order_by(Event.recorded_at, Event.id)
+        .order_by(EventRecord.recorded_at, EventRecord.id)
     )
     return Outcomes(list(documents.scalars()), list(rejections.scalars()))

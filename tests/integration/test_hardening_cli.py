@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from backbone.agency import AgencyCode, PatternError, validate_pattern
 from backbone.config import get_settings
 from backbone.store import Store
-from backbone.store.models import Delivery, Document, Event
+from backbone.store.models import Delivery, Document, EventRecord
 
 from ..databases import migrated, postgres_unreachable
 from .test_cli_registry import invoke
@@ -98,7 +98,7 @@ def test_agency_list_and_status_print_markup_in_data_literally(
                 )
             )
             session.add(
-                Event(
+                EventRecord(
                     event_id=uuid.uuid4().hex,
                     document_pk=document.id,
                     edxml_document_id=document_id,
@@ -231,7 +231,7 @@ def test_status_finds_a_rejected_document_by_the_id_send_printed(
         store = Store(database)
         async with store.transaction() as session:
             session.add(
-                Event(
+                EventRecord(
                     event_id=uuid.uuid4().hex,
                     sender="000.00.00.G22",
                     edxml_document_id=document_id,

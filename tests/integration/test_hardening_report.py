@@ -12,7 +12,7 @@ import pytest
 from backbone.report import Reporter, deadline, period
 from backbone.store import Store
 from backbone.store import repository as repo
-from backbone.store.models import Delivery, Document, Event
+from backbone.store.models import Delivery, Document, EventRecord
 
 pytestmark = pytest.mark.integration
 HANOI = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -87,7 +87,7 @@ async def test_every_outcome_is_found_by_the_id_the_sender_knows(store: Store) -
         session.add(accepted)
         for document_id in (refused_id, f"message:{message_id}"):
             session.add(
-                Event(
+                EventRecord(
                     event_id=uuid.uuid4().hex,
                     kind="rejected",
                     sender=sender,

@@ -11,7 +11,7 @@ from backbone.agency import AgencyCode
 from backbone.report import Reporter, deadline
 from backbone.store import Store
 from backbone.store import repository as repo
-from backbone.store.models import Delivery, Document, Event
+from backbone.store.models import Delivery, Document, EventRecord
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +101,7 @@ async def load(store: Store) -> dict[str, list[float]]:
                     if code in durations:
                         durations[code].append((at - routed).total_seconds())
                     session.add(
-                        Event(
+                        EventRecord(
                             event_id=uuid.uuid4().hex,
                             document_pk=document.id,
                             sender=SENDER,
@@ -115,7 +115,7 @@ async def load(store: Store) -> dict[str, list[float]]:
         for reason, count in (("digest-mismatch", 3), ("duplicate", 2)):
             for _ in range(count):
                 session.add(
-                    Event(
+                    EventRecord(
                         event_id=uuid.uuid4().hex,
                         sender=SENDER,
                         kind="rejected",

@@ -14,8 +14,7 @@ from sqlalchemy import func, insert, select
 
 from backbone.broker import topology
 from backbone.events import Event, Kind
-from backbone.store.models import Delivery, Document
-from backbone.store.models import Event as EventRow
+from backbone.store.models import Delivery, Document, EventRecord
 
 from ..databases import admin, migrated, postgres_unreachable
 from .conftest import Pipeline
@@ -94,12 +93,16 @@ async def test_ten_seconds_without_the_database_lose_nothing(pipeline: Pipeline)
 
     async def all_recorded() -> bool:
         async with pipeline.validator.store.sessions() as session:
-            count = (await session.execute(select(func.count()).select_from(EventRow))).scalar_one()
+            count = (
+                await session.execute(select(func.count()).select_from(EventRecord))
+            ).scalar_one()
             return count >= len(events)
 
     await wait_for(all_recorded, 60)
     async with pipeline.validator.store.sessions() as session:
-        recorded = (await session.execute(select(func.count()).select_from(EventRow))).scalar_one()
+        recorded = (
+            await session.execute(select(func.count()).select_from(EventRecord))
+        ).scalar_one()
         deliveries = (
             await session.execute(select(func.count()).select_from(Delivery))
         ).scalar_one()
