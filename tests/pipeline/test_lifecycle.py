@@ -13,8 +13,7 @@ from sqlalchemy import select
 from backbone import edxml
 from backbone.broker import topology
 from backbone.client import AsyncGateway
-from backbone.store.models import Delivery, Document
-from backbone.store.models import Event as EventRow
+from backbone.store.models import Delivery, Document, EventRecord
 
 from ..conftest import SENDER, make_document
 from ..databases import migrated, postgres_unreachable
@@ -78,12 +77,14 @@ async def state(pipeline: Pipeline, package: edxml.DocumentPackage, recipient: s
         ).scalar_one()
 
 
-async def events(pipeline: Pipeline, package: edxml.DocumentPackage, kind: str) -> list[EventRow]:
+async def events(
+    pipeline: Pipeline, package: edxml.DocumentPackage, kind: str
+) -> list[EventRecord]:
     async with pipeline.validator.store.sessions() as session:
         rows = await session.execute(
-            select(EventRow)
-            .where(EventRow.edxml_document_id == package.document_id, EventRow.kind == kind)
-            .order_by(EventRow.id)
+            select(EventRecord)
+            .where(EventRecord.edxml_document_id == package.document_id, EventRecord.kind == kind)
+            .order_by(EventRecord.id)
         )
         return list(rows.scalars())
 
