@@ -10,8 +10,8 @@ from pathlib import Path
 import backbone
 from backbone import errors
 
-# internal control flow of the validator, never raised past it
-INTERNAL = {"backbone.workers.validator.Rejection"}
+# internal control flow of the validator's checks, never raised past them
+INTERNAL = {"backbone.workers.checks.Rejection"}
 
 
 def _defined_exceptions() -> dict[str, type[BaseException]]:
