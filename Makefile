@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check backbone adapters tests bench
+	$(BIN)/ruff check backbone adapters tests
 	$(BIN)/mypy
 
 demo: $(STAMP)
@@ -28,10 +28,7 @@ bench: $(STAMP)
 	$(BIN)/backbone bench
 
 bench-parts: $(STAMP)
-	$(BIN)/python bench/parse.py
-	$(BIN)/python bench/signing.py
-	$(BIN)/python bench/import_agencies.py
-	$(BIN)/python bench/tracker.py
+	$(BIN)/backbone bench parts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

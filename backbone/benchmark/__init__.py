@@ -10,7 +10,8 @@ In one run, on one broker (a private node unless URLs are given):
    then all at once (the maximum), then paced at half that maximum (the latency that
    matters in production).
 
-Figures are printed, saved as JSON (and a PNG) under ``results``.
+Figures are printed, saved as JSON (and a PNG) under ``results``. ``parts`` times the
+parts one by one.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Options:
     half_load: bool = True
     amqp_url: str | None = None  # an administrator's; with mgmt_url, instead of a private node
     mgmt_url: str | None = None
-    results: Path = Path("bench/results")
+    results: Path = _report.RESULTS
     plot: bool = True
     warm_up: int = WARM_UP
 

@@ -1,8 +1,10 @@
-"""``backbone bench``: the end-to-end benchmark beside the bare broker."""
+"""``backbone bench``: the end-to-end benchmark beside the bare broker; ``backbone bench
+parts``: the parts timed one by one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -20,10 +22,18 @@ from rich.progress import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import benchmark
-from ..benchmark import _report
+from ..benchmark import _report, parts
+from ..benchmark.parts._databases import POSTGRES_URL, Engine
 from ..workers.validator import PREFETCH
 from . import app
 from ._common import fail
+
+bench_app = typer.Typer(
+    rich_markup_mode=None,  # "[a private node]" is a default, not markup
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(bench_app, name="bench")
+STOPPED = (RuntimeError, OSError, SQLAlchemyError, AMQPError)  # what ends a run, in one line
 
 
 def _size(text: str) -> int:
@@ -48,8 +58,42 @@ def _processes(text: str) -> tuple[int, ...]:
     return values
 
 
-@app.command()
+@contextmanager
+def _progress(console: Console) -> Iterator[benchmark.Progress]:
+    """A progress bar per step; a new step closes the one before."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        steps: list[tuple[TaskID, int]] = []
+
+        def finish() -> None:
+            for step, total in steps:
+                bar.update(step, total=total, completed=total)
+                bar.stop_task(step)
+            steps.clear()
+
+        def step(description: str, total: int | None) -> Callable[[int], None]:
+            finish()  # the step before is over
+            steps.append((bar.add_task(description, total=total), total or 1))
+            current = steps[0][0]
+            return lambda n: bar.advance(current, n)
+
+        yield step
+        finish()
+
+
+def _broker_options(amqp_url: str | None, mgmt_url: str | None) -> None:
+    if bool(amqp_url) != bool(mgmt_url):
+        raise fail("--amqp-url and --mgmt-url go together")
+
+
+@bench_app.callback(invoke_without_command=True)
 def bench(
+    ctx: typer.Context,
     size: Annotated[
         str, typer.Option(help="Signed package size: 8KB, 100KB, 1MB or bytes.")
     ] = "8KB",
@@ -77,10 +121,10 @@ def bench(
     half_load: Annotated[
         bool, typer.Option(help="Also measure latency at half the maximum load.")
     ] = True,
-    plot: Annotated[bool, typer.Option(help="Draw bench/results/end-to-end.png.")] = True,
-    results: Annotated[Path, typer.Option(help="Where the JSON, plot and logs go.")] = Path(
-        "bench/results"
-    ),
+    plot: Annotated[bool, typer.Option(help="Draw end-to-end.png beside the JSON.")] = True,
+    results: Annotated[
+        Path, typer.Option("--out", "--results", help="Where the JSON, plot and logs go.")
+    ] = _report.RESULTS,
     amqp_url: Annotated[
         str | None, typer.Option(help="A broker as its administrator [a private node].")
     ] = None,
@@ -90,9 +134,10 @@ def bench(
 ) -> None:
     """Measure signed documents end to end (send, validate, route, receive, status 01
     recorded) beside one producer and one consumer on the bare broker; print the figures and
-    save them under bench/results."""
-    if bool(amqp_url) != bool(mgmt_url):
-        raise fail("--amqp-url and --mgmt-url go together")
+    save them under bench-results/. `backbone bench parts` times the parts one by one."""
+    if ctx.invoked_subcommand is not None:
+        return
+    _broker_options(amqp_url, mgmt_url)
     options = benchmark.Options(
         size=_size(size),
         count=count,
@@ -110,33 +155,82 @@ def bench(
         plot=plot,
     )
     console = Console(highlight=False)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as bar:
-        steps: list[tuple[TaskID, int]] = []
-
-        def finish() -> None:
-            for step, total in steps:
-                bar.update(step, total=total, completed=total)
-                bar.stop_task(step)
-            steps.clear()
-
-        def step(description: str, total: int | None) -> Callable[[int], None]:
-            finish()  # the step before is over
-            steps.append((bar.add_task(description, total=total), total or 1))
-            current = steps[0][0]
-            return lambda n: bar.advance(current, n)
-
+    with _progress(console) as progress:
         try:
-            report = benchmark.run(options, step)
-        except (RuntimeError, OSError, SQLAlchemyError, AMQPError) as exc:
+            report = benchmark.run(options, progress)
+        except STOPPED as exc:
             raise fail(f"the benchmark stopped: {exc}") from None
-        finish()
     _report.render(report, console)
     console.print(
         f"saved {report['saved']}" + (f" and {report['plot']}" if report.get("plot") else "")
     )
+
+
+@bench_app.command("parts")
+def bench_parts(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="PART",
+            help=f"Which parts: {', '.join(parts.PARTS)} [all].",
+            show_default=False,
+        ),
+    ] = None,
+    iterations: Annotated[
+        int, typer.Option(min=1, help="parse: runs of each stage of the format layer.")
+    ] = parts.parse.ITERATIONS,
+    seconds: Annotated[
+        float, typer.Option(min=0.0, help="signing: seconds per measurement.")
+    ] = parts.signing.SECONDS,
+    departments: Annotated[
+        int,
+        typer.Option(min=1, help="agencies: departments of the province, 401 agencies each."),
+    ] = parts.agencies.DEPARTMENTS,
+    documents: Annotated[
+        int, typer.Option(min=1, help="tracker: accepted documents, 4 events each.")
+    ] = parts.tracker.DOCUMENTS,
+    database: Annotated[
+        Engine | None,
+        typer.Option(
+            help="agencies, tracker: one database [sqlite, and postgresql if it answers].",
+            show_default=False,
+        ),
+    ] = None,
+    postgres_url: Annotated[
+        str, typer.Option(help="A PostgreSQL server, as a user who may create databases.")
+    ] = POSTGRES_URL,
+    out: Annotated[Path, typer.Option(help="Where the JSON goes.")] = _report.RESULTS,
+    amqp_url: Annotated[
+        str | None, typer.Option(help="tracker: a broker as its administrator [a private node].")
+    ] = None,
+    mgmt_url: Annotated[
+        str | None, typer.Option(help="Its management API, with --amqp-url.")
+    ] = None,
+) -> None:
+    """Time the parts one by one: parse (the format layer), signing (and verification),
+    agencies (the CSV import), tracker (events recorded a second); print each one's figures
+    and save them as PART.json under bench-results/."""
+    _broker_options(amqp_url, mgmt_url)
+    unknown = [n for n in names or () if n not in parts.PARTS]
+    if unknown:
+        raise fail(f"no part {unknown[0]!r}: give {', '.join(parts.PARTS)}")
+    options = parts.Options(
+        parts=tuple(dict.fromkeys(names)) if names else tuple(parts.PARTS),
+        iterations=iterations,
+        seconds=seconds,
+        departments=departments,
+        documents=documents,
+        databases=(database,) if database else None,
+        postgres_url=postgres_url,
+        amqp_url=amqp_url,
+        mgmt_url=mgmt_url,
+        out=out,
+    )
+    console = Console(highlight=False)
+    with _progress(console) as progress:
+        try:
+            for name, report, saved in parts.run(options, progress):
+                parts.PARTS[name].render(report, console)
+                console.print(f"saved {saved}", soft_wrap=True)
+        except STOPPED as exc:
+            raise fail(f"the benchmark stopped: {exc}") from None

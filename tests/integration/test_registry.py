@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from backbone.benchmark.parts.agencies import hierarchy, write_csv
 from backbone.registry import Registry, RegistryError
 from backbone.store import Store
 
@@ -119,37 +120,12 @@ async def test_removing_an_agency_deactivates_its_principal(registry: Registry, 
     assert (change.action, change.detail, change.actor) == ("revoked", "a detail", "tester")
 
 
-def _write_csv(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    path.write_text(
-        "code,name,parent\n" + "".join(f"{c},{n},{p}\n" for c, n, p in rows), encoding="utf-8"
-    )
-
-
-def hierarchy(
-    root: str, level2: int = 50, level3: int = 20, level4: int = 19
-) -> list[tuple[str, str, str]]:
-    """One province, its departments, their units and communes: 1 + 50 + 1000 + 19000."""
-    province = f"000.00.00.{root}"
-    rows = [(province, f"UBND {root}", "")]
-    for m in range(1, level2 + 1):
-        department = f"000.00.{m:02d}.{root}"
-        rows.append((department, f"Sở {m}", province))
-        for k in range(1, level3 + 1):
-            unit = f"000.{k:02d}.{m:02d}.{root}"
-            rows.append((unit, f"Phòng {k}.{m}", department))
-            rows.extend(
-                (f"{n:03d}.{k:02d}.{m:02d}.{root}", f"Xã {n}.{k}.{m}", unit)
-                for n in range(1, level4 + 1)
-            )
-    return rows
-
-
 async def test_import_twenty_thousand_agencies(
     registry: Registry, csv_file: Path, root: str
 ) -> None:
     rows = hierarchy(root)
     assert len(rows) == 20051
-    _write_csv(csv_file, list(reversed(rows)))  # children before parents: order must not matter
+    write_csv(csv_file, list(reversed(rows)))  # children before parents: order must not matter
     seen: list[tuple[int, int]] = []
     report = await registry.import_csv(csv_file, lambda done, total: seen.append((done, total)))
     assert (report.added, report.updated, report.unchanged, report.refused) == (20051, 0, 0, [])
@@ -165,7 +141,7 @@ async def test_import_twenty_thousand_agencies(
 async def test_import_reports_refused_lines(registry: Registry, csv_file: Path, root: str) -> None:
     province = f"000.00.00.{root}"
     await registry.add_agency(province, "Old name")
-    _write_csv(
+    write_csv(
         csv_file,
         [
             (province, "New name", ""),  # line 2: updated

@@ -1,5 +1,6 @@
-"""The end-to-end benchmark, run with tiny numbers so it cannot rot: it completes and its
-report holds sane figures. (Speed is for `make bench` to print, never for a test to assert.)"""
+"""The end-to-end benchmark and the tracker's part, run with tiny numbers so they cannot rot:
+they complete and their reports hold sane figures. (Speed is for `make bench` and `make
+bench-parts` to print, never for a test to assert.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from backbone import benchmark
+from backbone.cli import app
 
 from .conftest import Broker
 
@@ -66,3 +69,30 @@ def test_the_benchmark_runs_end_to_end_and_reports_sane_figures(
         assert all(mib > 20 for mib in row["peak_memory_mib"].values())
     assert (tmp_path / "end-to-end.png").stat().st_size > 10_000
     assert any(step.startswith("2 validator(s): as fast") for step in steps)
+
+
+def test_the_tracker_part_runs_and_saves_its_figures(broker: Broker, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "parts",
+            "tracker",
+            "--documents",
+            "5",
+            "--database",
+            "sqlite",
+            "--amqp-url",
+            broker.amqp_url,
+            "--mgmt-url",
+            broker.mgmt.url,
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "tracker.json").read_text())
+    assert report["events_per_database"] == 20
+    figures = report["results"]["sqlite"]
+    assert figures["events"] == 20 and figures["per_second"] > 0
+    assert f"saved {tmp_path / 'tracker.json'}" in result.output

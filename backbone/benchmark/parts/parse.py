@@ -1,29 +1,28 @@
-"""How long the format layer takes on an ~8 KB package: safe parse, schema, model, rules.
-
-Prints figures and saves them to bench/results/parse.json. Not a test: nothing here fails
-on a slow machine. Run with `make bench` or `python bench/parse.py [--iterations N]`.
-"""
+"""The format layer on an ~8 KB package, stage by stage: safe parse, schema, model, rules,
+and building it back; beside lxml's own parse with its unsafe defaults, for scale."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Any
 
 from lxml import etree
+from rich.console import Console
+from rich.table import Table
 
-from backbone import edxml
-from backbone.edxml._reader import Reader
-from backbone.edxml._safexml import check_schema, parse_untrusted
-from backbone.edxml.factory import File, new_document
-from backbone.edxml.limits import DEFAULT_LIMITS
+from ... import edxml
+from ...edxml._reader import Reader
+from ...edxml._safexml import check_schema, parse_untrusted
+from ...edxml.factory import File, new_document
+from ...edxml.limits import DEFAULT_LIMITS
+from .. import Progress
 
-RESULTS = Path(__file__).resolve().parent / "results"
+ITERATIONS = 5000
+WARM_UP = 200
 
 
 def sample_package() -> bytes:
@@ -40,7 +39,8 @@ def sample_package() -> bytes:
 
 
 def measure(operation: Callable[[], object], iterations: int) -> dict[str, float]:
-    for _ in range(min(200, iterations)):
+    """Mean, median, p99 (µs) and rate of ``operation`` after a warm-up."""
+    for _ in range(min(WARM_UP, iterations)):
         operation()
     samples = []
     for _ in range(iterations):
@@ -56,11 +56,7 @@ def measure(operation: Callable[[], object], iterations: int) -> dict[str, float
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=5000)
-    args = parser.parse_args()
-
+def run(iterations: int, progress: Progress) -> dict[str, Any]:
     data = sample_package()
     root = parse_untrusted(data, DEFAULT_LIMITS)
     package = edxml.parse(data)
@@ -75,34 +71,41 @@ def main() -> None:
         "load = all of the above": lambda: edxml.load(data),
         "build (model to bytes, checked)": lambda: edxml.build(package),
     }
-    figures = {name: measure(op, args.iterations) for name, op in stages.items()}
+    advance = progress(f"format layer: {iterations} iterations of each stage", len(stages))
+    figures = {}
+    for name, operation in stages.items():
+        figures[name] = measure(operation, iterations)
+        advance(1)
+    return {
+        "benchmark": "edxml-parse",
+        "when": datetime.now(UTC).isoformat(),
+        "python": platform.python_version(),
+        "lxml": list(etree.LXML_VERSION),
+        "libxml2": list(etree.LIBXML_VERSION),
+        "package_bytes": len(data),
+        "iterations": iterations,
+        "stages": figures,
+    }
 
-    print(f"edXML format layer, package of {len(data)} bytes, {args.iterations} iterations each")
-    print(f"{'stage':46} {'mean µs':>9} {'median µs':>10} {'p99 µs':>9} {'per second':>11}")
-    for name, f in figures.items():
-        print(
-            f"{name:46} {f['mean_us']:9.1f} {f['median_us']:10.1f} {f['p99_us']:9.1f} "
-            f"{f['per_second']:11.0f}"
-        )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "parse.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "edxml-parse",
-                "when": datetime.now(UTC).isoformat(),
-                "python": platform.python_version(),
-                "lxml": etree.LXML_VERSION,
-                "libxml2": etree.LIBXML_VERSION,
-                "package_bytes": len(data),
-                "iterations": args.iterations,
-                "stages": figures,
-            },
-            indent=2,
-        )
+
+def render(report: dict[str, Any], console: Console) -> None:
+    table = Table(
+        "stage",
+        "mean µs",
+        "median µs",
+        "p99 µs",
+        "per second",
+        title=(
+            f"edXML format layer, package of {report['package_bytes']} bytes, "
+            f"{report['iterations']} iterations each"
+        ),
     )
-    print(f"saved {out}")
-
-
-if __name__ == "__main__":
-    main()
+    for name, f in report["stages"].items():
+        table.add_row(
+            name,
+            f"{f['mean_us']:.1f}",
+            f"{f['median_us']:.1f}",
+            f"{f['p99_us']:.1f}",
+            f"{f['per_second']:,.0f}",
+        )
+    console.print(table)
