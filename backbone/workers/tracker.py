@@ -53,10 +53,9 @@ class _Item:
     def size(self) -> int:
         return len(self.message.body)
 
-    @property
-    def final(self) -> bool:
+    def final(self, deferrals: int) -> bool:
         """No more waiting: judge it now."""
-        return self.attempts >= len(DEFERRALS)
+        return self.attempts >= deferrals
 
 
 @dataclass
@@ -102,6 +101,7 @@ class Tracker(Worker):
         self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.byte_budget = BYTE_BUDGET
+        self.deferrals = DEFERRALS  # seconds between the tries of a status
         self._held = 0  # bytes of the events received and not yet settled
         self.pauses = 0  # times the byte budget stopped the deliveries
 
@@ -244,7 +244,7 @@ class Tracker(Worker):
         for item in deferred:
             item.attempts += 1
             self._deferred += 1
-            loop.call_later(DEFERRALS[item.attempts - 1], self._readd, item)
+            loop.call_later(self.deferrals[item.attempts - 1], self._readd, item)
         done = [item for item in items if id(item) not in waiting]
         self._held -= sum(item.size for item in done)
         try:
@@ -331,7 +331,7 @@ class Tracker(Worker):
             (reporter if recall else event.sender or "", event.document_id or "")
         )
         if document is None:
-            if not item.final:
+            if not item.final(len(self.deferrals)):
                 return None
             return self._refuse(
                 event,
@@ -346,7 +346,7 @@ class Tracker(Worker):
                 if pk == document.id and (event.sender in (None, reporter) or r == event.sender)
             ]
             if not targets:
-                if not item.final:
+                if not item.final(len(self.deferrals)):
                     return None
                 return self._refuse(
                     event, document.id, "a recall names no recipient of the document", outgoing
@@ -357,7 +357,7 @@ class Tracker(Worker):
             return _row(event, document.id, Kind.STATUS.value)
         delivery = deliveries.get((document.id, reporter))
         if delivery is None:
-            if not item.final:
+            if not item.final(len(self.deferrals)):
                 return None
             return self._refuse(
                 event,

@@ -15,22 +15,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aio_pika
 import pytest
 from typer.testing import CliRunner
 
 from backbone import signing
-from backbone.broker import access, localnode, topology
+from backbone.broker import access, find_broker, localnode, topology
 from backbone.broker.mgmt import Management
 from backbone.broker.provisioning import Provisioner, vhost_url
 from backbone.cli import app
 from backbone.config import Settings, get_settings
+from backbone.errors import BrokerNotFound
+from backbone.operations import Operations
 from backbone.registry import Registry
 from backbone.workers.tracker import Tracker
+from backbone.workers.unroutable import Unroutable
 from backbone.workers.validator import Validator
 from backbone.workers.worker import Worker
 
-from ..conftest import Signer
+from ..conftest import SENDER, Signer
 from ..databases import migrated
+from ..worlds import Received, World
 
 PASSWORD = "secret"
 WORKERS = "backbone"  # the workers' user in every test's virtual host
@@ -48,23 +53,12 @@ class Broker:
 
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
-    amqp, mgmt = os.environ.get("BACKBONE_AMQP_URL"), os.environ.get("BACKBONE_MGMT_URL")
-    if amqp and mgmt:
-        yield Broker(amqp, Management(mgmt))
-        return
-    if not localnode.available():
-        message = (
-            "no RabbitMQ: set BACKBONE_AMQP_URL and BACKBONE_MGMT_URL, or install "
-            "rabbitmq-server (Debian package) so the tests can start a private node"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    node = localnode.LocalNode().start()
-    try:
-        yield Broker(node.amqp_url, Management(node.mgmt_url), node)
-    finally:
-        node.stop()
+    with contextlib.ExitStack() as stack:
+        try:
+            amqp, mgmt, node = stack.enter_context(find_broker())
+        except BrokerNotFound as exc:  # in CI a missing broker is a failure
+            (pytest.fail if os.environ.get("CI") else pytest.skip)(str(exc))
+        yield Broker(amqp, Management(mgmt), node)
 
 
 @dataclass
@@ -90,6 +84,20 @@ class Pipeline:
         """Stop the worker called ``name`` (a test that runs it as a process instead)."""
         await self.running.pop(name).aclose()
 
+    async def until_queued(self, queue: str, count: int) -> None:
+        """Until ``count`` messages wait in ``queue`` (its consumers stopped)."""
+        connection = await aio_pika.connect(self.url())
+        try:
+            channel = await connection.channel()
+            for _ in range(int(WAIT / 0.05)):
+                declared = await channel.declare_queue(queue, passive=True)
+                if declared.declaration_result.message_count >= count:
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            await connection.close()
+        raise AssertionError(f"{queue} did not reach {count} messages in {WAIT} s")
+
     def url(self, user: str = "guest") -> str:
         """The test's virtual host as ``user`` (guest: the administrator)."""
         return self.broker.url(self.vhost, user, "guest" if user == "guest" else PASSWORD)
@@ -98,44 +106,28 @@ class Pipeline:
     def provisioner(self) -> Provisioner:
         return Provisioner(self.broker.mgmt, self.vhost)
 
+    @property
+    def operations(self) -> Operations:
+        """The operator's workflows on this test's virtual host and registry."""
+        return Operations.configured(self.settings, self.registry, actor="tests")
+
     async def add_agency(self, code: str, name: str | None = None, *, inbox: bool = True) -> None:
-        """Registry, and with ``inbox`` its broker user (provisioned as `agency add` does)
-        and inbox; without, an agency with neither, which only a gateway can serve (or
-        nothing: its copies are undeliverable)."""
-        await self.registry.add_agency(code, name or code, principal=inbox)
+        """As `agency add` does (registry, broker user with PASSWORD, its inbox, routes); without
+        ``inbox``, only the registry's record: an agency with no user and no queue, which only
+        a gateway can serve (or nothing: its copies are undeliverable)."""
         if inbox:
-            await asyncio.to_thread(
-                self.provisioner.ensure, code, access.agency_grant(code), password=PASSWORD
-            )
-            await declare(self.url(), lambda ch: topology.declare_inbox(ch, code))
+            await self.operations.add_agency(code, name or code, password=PASSWORD)
+        else:
+            await self.registry.add_agency(code, name or code, principal=False)
 
     async def add_gateway(self, name: str, patterns: list[str]) -> None:
-        """Registry, broker user and queue (as `gateway add` does), and the bindings."""
-        await self.registry.add_gateway(name, patterns)
-        await asyncio.to_thread(
-            self.provisioner.ensure, name, access.gateway_grant(name, patterns), password=PASSWORD
-        )
-        await declare(self.url(), lambda ch: topology.declare_gateway(ch, name, []))
-        await self.route()
+        """As `gateway add` does: registry, broker user with PASSWORD, queue, routes."""
+        await self.operations.add_gateway(name, patterns, password=PASSWORD)
 
     async def route(self) -> None:
         """Bind every registered agency to the one queue that serves it, as every registry
-        command does (``backbone.cli._broker.route``)."""
-        wanted = await self.registry.delivery_queues()
-        current = await asyncio.to_thread(self.broker.mgmt.bindings, self.vhost, topology.DELIVER)
-        bind, unbind = topology.route_changes(wanted, current)
-        await declare(self.url(), lambda ch: topology.apply_routes(ch, bind, unbind))
-
-
-async def declare(url: str, work: object) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        await work(channel)  # type: ignore[operator]
-    finally:
-        await connection.close()
+        command does."""
+        await self.operations.route()
 
 
 @pytest.fixture
@@ -174,7 +166,7 @@ async def pipeline(
         backbone_key=backbone.key,
         backbone_cert=backbone.certificate,
     )
-    await topology.declare_all(settings.admin_amqp_url, settings.delivery_limit)
+    await topology.declare_topology(settings.admin_amqp_url, settings.delivery_limit)
     validator = Validator.from_settings(settings)
     tracker = Tracker.from_settings(settings)
     world = Pipeline(broker, vhost, settings, validator.registry, validator, signers, tracker)
@@ -208,3 +200,110 @@ def cli(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> Iterator[Invoke]
 
     yield invoke
     get_settings.cache_clear()
+
+
+class RealWorld(World):
+    """The workers' world (tests/worlds.py) on the test's virtual host."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.settings = pipeline.settings
+        self.registry = pipeline.registry
+        self.signers = pipeline.signers
+        self.validator = pipeline.validator
+        self.tracker = pipeline.tracker
+
+    async def add_agency(self, code: str, *, inbox: bool = True) -> None:
+        await self.pipeline.add_agency(code, inbox=inbox)
+        await self.pipeline.route()
+
+    async def add_gateway(self, name: str, patterns: list[str]) -> None:
+        await self.pipeline.add_gateway(name, patterns)
+
+    async def unroute(self, code: str) -> None:
+        bindings = await asyncio.to_thread(
+            self.pipeline.broker.mgmt.bindings, self.pipeline.vhost, topology.DELIVER
+        )
+        connection = await aio_pika.connect(self.pipeline.url())
+        try:
+            channel = await connection.channel()
+            for queue, key in bindings:
+                if key == code:
+                    await (await channel.get_queue(queue)).unbind(topology.DELIVER, key)
+        finally:
+            await connection.close()
+
+    async def submit(
+        self,
+        body: bytes,
+        *,
+        user: str = SENDER,
+        routing_key: str | None = None,
+        user_id: str | None = "same",
+        type: str = "edoc",
+    ) -> None:
+        connection = await aio_pika.connect(self.pipeline.url(user))
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(topology.SUBMIT)
+            message = aio_pika.Message(
+                body,
+                message_id=uuid.uuid4().hex,
+                type=type,
+                user_id=user if user_id == "same" else user_id,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await exchange.publish(message, routing_key=routing_key or user)
+        finally:
+            await connection.close()
+
+    async def received(self, queue: str, count: int) -> list[Received]:
+        """Up to ``count`` messages, waiting up to WAIT seconds for them."""
+        found: list[Received] = []
+        connection = await aio_pika.connect(self.pipeline.url())
+        try:
+            channel = await connection.channel()
+            source = await channel.get_queue(queue)
+            async with source.iterator(timeout=WAIT) as messages:
+                with contextlib.suppress(TimeoutError):
+                    async for message in messages:
+                        await message.ack()
+                        found.append(
+                            Received(
+                                message.body,
+                                dict(message.headers or {}),
+                                message.routing_key or "",
+                                message.type,
+                            )
+                        )
+                        if len(found) >= count:
+                            break
+        finally:
+            await connection.close()
+        return found
+
+    async def empty(self, *queues: str) -> None:
+        connection = await aio_pika.connect(self.pipeline.url())
+        try:
+            channel = await connection.channel()
+            for queue in queues:
+                declared = await channel.declare_queue(queue, passive=True)
+                assert declared.declaration_result.message_count == 0, queue
+        finally:
+            await connection.close()
+
+    async def until(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while not await check():
+            assert asyncio.get_running_loop().time() < deadline, f"not after {WAIT} s: {what}"
+            await asyncio.sleep(0.05)
+
+
+WAIT = 20.0  # seconds a real-broker world waits for what must happen
+
+
+@pytest.fixture
+async def world(pipeline: Pipeline) -> AsyncIterator[RealWorld]:
+    """The workers' world, with the consumer of undeliverable copies running too."""
+    await pipeline.start(Unroutable(pipeline.settings, pipeline.validator.signer))
+    yield RealWorld(pipeline)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from backbone import edxml, signing
 from backbone.broker import topology
 from backbone.errors import BrokerRefused
 from backbone.events import Event, Kind
-from backbone.store.models import Delivery, EventRecord
+from backbone.store.models import EventRecord
 
 from ..conftest import SENDER, Signer, make_status
 from .conftest import Pipeline
-from .test_routing import RECIPIENTS, assert_inboxes_empty, document, drain, rejection
+from .test_routing import RECIPIENTS, document, drain, rejection
 
 pytestmark = pytest.mark.pipeline
 LONG_ID = "m" * 250  # AMQP's short string holds 255 bytes: "rejection:" + this overflowed
@@ -177,32 +176,6 @@ async def test_an_inactive_principal_is_refused_at_check_1_before_any_parse(
     assert parsed == []
 
 
-async def test_too_many_recipients_are_refused_with_the_count(pipeline: Pipeline) -> None:
-    await agencies(pipeline)
-    pipeline.validator.settings.max_recipients = 1
-    signed = pipeline.signers["G22"].sign(document(recipients=list(RECIPIENTS[:2])))
-    await publish(pipeline, signed, uuid.uuid4().hex)
-    delivery = await rejection(pipeline)
-    assert delivery.rejection is not None
-    assert delivery.rejection["code"] == "too-many-recipients"
-    assert "2 recipients" in (delivery.package.header.description or "")  # type: ignore[union-attr]
-    await assert_inboxes_empty(pipeline, RECIPIENTS[0])  # the rejection is in: nothing routed
-
-
-@pytest.mark.parametrize("kind", ["status", "edoc"])
-async def test_a_status_over_its_own_limit_is_refused_at_check_1(
-    pipeline: Pipeline, kind: str
-) -> None:
-    """Labelled as a status, before any parse; labelled otherwise, right after it."""
-    await agencies(pipeline)
-    status = edxml.build(make_status(reporter=SENDER), validate=False)
-    pipeline.validator.settings.max_status_bytes = len(status) - 1
-    await publish(pipeline, status, uuid.uuid4().hex, kind=kind)
-    delivery = await rejection(pipeline)
-    assert delivery.rejection is not None
-    assert (delivery.rejection["check"], delivery.rejection["code"]) == ("1-size", "too-large")
-
-
 async def test_a_small_package_completes_while_a_large_one_is_being_checked(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -304,47 +277,3 @@ async def test_a_revocation_reaches_a_running_validator(
         "5-signature",
         "certificate-revoked",
     )
-
-
-async def test_a_copy_no_queue_takes_is_undeliverable_and_the_sender_is_told(
-    pipeline: Pipeline,
-) -> None:
-    """A recipient registered and active, but with no queue bound: its copy goes to the
-    alternate exchange. It ends undeliverable (status and report) and the sender gets 02."""
-    from backbone.report import Reporter
-    from backbone.store import repository as repo
-    from backbone.workers.unroutable import Unroutable
-
-    await agencies(pipeline)
-    lost = "000.00.00.H14"
-    await pipeline.add_agency(lost, inbox=False)
-    unroutable = Unroutable(pipeline.settings, None)
-    async with unroutable.running():
-        assert unroutable.consuming, "the unroutable consumer could not start"
-        package = document(recipients=[RECIPIENTS[0], lost])
-        await publish(pipeline, pipeline.signers["G22"].sign(package), uuid.uuid4().hex)
-        assert await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], count=1)
-        notice = await rejection(pipeline)
-        assert notice.rejection is not None
-        assert (notice.rejection["code"], notice.rejection["value"]) == ("undeliverable", lost)
-        for _ in range(100):
-            async with pipeline.validator.store.sessions() as session:
-                (found,) = (await repo.find_outcomes(session, package.document_id)).documents
-                states = {
-                    d.recipient: d.transport_state
-                    for d in (
-                        await session.execute(
-                            select(Delivery).where(Delivery.document_pk == found.id)
-                        )
-                    ).scalars()
-                }
-            if states.get(lost) == "undeliverable" and RECIPIENTS[0] in states:
-                break
-            await asyncio.sleep(0.1)
-        assert states == {RECIPIENTS[0]: "routed", lost: "undeliverable"}
-        async with pipeline.validator.store.sessions() as session:
-            report = await Reporter(session).build(
-                datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
-            )
-        assert report.undeliverable == {lost: 1}
-        assert lost not in report.received

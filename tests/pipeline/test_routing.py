@@ -65,40 +65,6 @@ async def submit(
         await connection.close()
 
 
-async def test_one_package_reaches_three_inboxes_byte_identical(pipeline: Pipeline) -> None:
-    for code in (SENDER, *RECIPIENTS):
-        await pipeline.add_agency(code)
-    package = document(recipients=RECIPIENTS)
-    signed = pipeline.signers["G22"].sign(package)
-    async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as sender:
-        assert await sender.send(signed) == package.document_id
-    backbone_ids = set()
-    for code in RECIPIENTS:
-        (delivery,) = await drain(pipeline, topology.inbox(code), code, count=1)
-        assert delivery.body == signed
-        assert delivery.headers["x-sender"] == SENDER
-        assert delivery.headers["x-edxml-document-id"] == package.document_id
-        assert delivery.headers["x-signer"] == pipeline.signers["G22"].fingerprint
-        assert "x-accepted-at" in delivery.headers
-        backbone_ids.add(delivery.backbone_id)
-    assert len(backbone_ids) == 1 and None not in backbone_ids
-
-
-async def test_a_gateway_receives_for_the_agencies_its_pattern_serves(pipeline: Pipeline) -> None:
-    await pipeline.add_agency(SENDER)
-    for code in ("000.00.15.H41", "000.00.15.H42"):
-        await pipeline.add_agency(code, inbox=False)
-    await pipeline.add_gateway("lgsp-h41", ["*.*.*.H41"])
-    for_h41 = pipeline.signers["G22"].sign(document(recipients=["000.00.15.H41"]))
-    for_h42 = pipeline.signers["G22"].sign(document(recipients=["000.00.15.H42"]))
-    async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as sender:
-        await sender.send(for_h41)
-        await sender.send(for_h42)
-    received = await drain(pipeline, topology.gateway_queue("lgsp-h41"), "lgsp-h41", timeout=5)
-    assert [d.body for d in received] == [for_h41]
-    assert received[0].recipient == "000.00.15.H41"
-
-
 async def test_the_sdk_answers_with_status_01_which_reaches_the_sender(pipeline: Pipeline) -> None:
     for code in (SENDER, RECIPIENTS[0]):
         await pipeline.add_agency(code)
@@ -136,71 +102,6 @@ async def assert_inboxes_empty(pipeline: Pipeline, *codes: str) -> None:
             assert inbox.declaration_result.message_count == 0, code
     finally:
         await connection.close()
-
-
-@pytest.mark.parametrize(
-    ("case", "check", "code"),
-    [
-        ("malformed", "2-parse", "malformed"),
-        ("bad-signature", "5-signature", "digest-mismatch"),
-        ("not-allowed", "1-principal", "principal-not-allowed"),
-        ("unknown-recipient", "7-recipients", "unknown-recipient"),
-        ("missing-user-id", "1-principal", "missing-user-id"),
-        ("invalid", "3-structure", "bad-agency-id"),
-        ("unsigned", "5-signature", "unsigned"),
-    ],
-)
-async def test_each_failure_is_rejected_to_the_sender_and_never_routed(
-    pipeline: Pipeline, case: str, check: str, code: str
-) -> None:
-    for agency in (SENDER, RECIPIENTS[0], RECIPIENTS[1]):
-        await pipeline.add_agency(agency)
-    sign = pipeline.signers["G22"].sign
-    good = sign(document(recipients=[RECIPIENTS[0]]))
-    if case == "malformed":
-        await submit(pipeline, b"<edXML><unclosed></edXML>")
-    elif case == "bad-signature":
-        await submit(pipeline, good.replace(b"7816", b"7817", 1))
-    elif case == "not-allowed":  # a broker user that is no principal (the broker lets the
-        await submit(pipeline, good, user="guest")  # administrator use any routing key)
-    elif case == "unknown-recipient":
-        await submit(pipeline, sign(document(recipients=[RECIPIENTS[0], "000.00.99.H41"])))
-    elif case == "missing-user-id":
-        await submit(pipeline, good, user_id=None)
-    elif case == "invalid":
-        await submit(pipeline, edxml.build(document(recipients=["null"]), validate=False))
-    elif case == "unsigned":
-        await submit(pipeline, edxml.build(document(recipients=[RECIPIENTS[0]])))
-    delivery = await rejection(pipeline)
-    assert delivery.rejection is not None
-    assert delivery.rejection["check"] == check and delivery.rejection["code"] == code
-    description = delivery.package.header.description or ""  # type: ignore[union-attr]
-    assert check in description and code in description
-    await assert_inboxes_empty(pipeline, RECIPIENTS[0], RECIPIENTS[1])
-
-
-async def test_a_duplicate_document_id_is_rejected_but_a_redelivery_is_not(
-    pipeline: Pipeline,
-) -> None:
-    for agency in (SENDER, RECIPIENTS[0]):
-        await pipeline.add_agency(agency)
-    package = document(recipients=[RECIPIENTS[0]])
-    first = pipeline.signers["G22"].sign(package)
-    await submit(pipeline, first)
-    await submit(pipeline, first)  # the same submission again: delivered again, not refused
-    other = pipeline.signers["G22"].sign(
-        package.model_copy(
-            update={
-                "header": package.header.model_copy(update={"subject": "Another letter, same id"})
-            }
-        )
-    )
-    await submit(pipeline, other)
-    delivery = await rejection(pipeline)
-    assert delivery.rejection is not None and delivery.rejection["code"] == "duplicate"
-    copies = await raw_drain(pipeline, topology.inbox(RECIPIENTS[0]))
-    assert [body for body, _ in copies] == [first, first]  # both routed...
-    assert copies[0][1]["x-backbone-id"] == copies[1][1]["x-backbone-id"]  # ...as one document
 
 
 async def raw_drain(pipeline: Pipeline, queue: str) -> list[tuple[bytes, dict[str, object]]]:
