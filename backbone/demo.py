@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
@@ -25,12 +23,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import edxml, signing
-from .broker import access, localnode, topology
+from .broker import find_broker, topology
 from .broker.mgmt import Management
 from .broker.provisioning import Provisioner, new_password, vhost_url
 from .client import AsyncGateway, Delivery
 from .config import Settings
 from .edxml.factory import File, new_document
+from .operations import ForeignUser, Operations
 from .store import migrate
 from .workers.tracker import Tracker
 from .workers.validator import Validator
@@ -62,35 +61,24 @@ class Story:
 
 def run(console: Console | None = None) -> None:
     console = console or Console(highlight=False)
-    amqp, mgmt = os.environ.get("BACKBONE_AMQP_URL"), os.environ.get("BACKBONE_MGMT_URL")
-    node = None
-    if not (amqp and mgmt):
-        if not localnode.available():
-            raise SystemExit(
-                "the demo needs RabbitMQ: install rabbitmq-server, or set "
-                "BACKBONE_AMQP_URL and BACKBONE_MGMT_URL"
-            )
-        console.print("Starting a private RabbitMQ node for the demo (about 6 seconds)...")
-        node = localnode.LocalNode().start()
-        amqp, mgmt = node.amqp_url, node.mgmt_url
-    workdir = Path(tempfile.mkdtemp(prefix="backbone-demo-"))
-    management = Management(mgmt)
-    vhost = f"demo-{uuid.uuid4().hex[:8]}"
-    management.add_vhost(vhost)
-    management.set_permissions(
-        vhost, urlsplit(amqp).username or "guest", configure=".*", write=".*", read=".*"
-    )
-    provisioner = Provisioner(management, vhost)
-    passwords: dict[str, str] = {}
-    try:
-        asyncio.run(_story(console, amqp, provisioner, passwords, workdir))
-    finally:
-        for user in passwords:
-            provisioner.revoke(user)
-        management.delete_vhost(vhost)
-        if node is not None:
-            node.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    starting = "Starting a private RabbitMQ node for the demo (about 6 seconds)..."
+    with find_broker(starting=lambda: console.print(starting)) as (amqp, mgmt, _):
+        workdir = Path(tempfile.mkdtemp(prefix="backbone-demo-"))
+        management = Management(mgmt)
+        vhost = f"demo-{uuid.uuid4().hex[:8]}"
+        management.add_vhost(vhost)
+        management.set_permissions(
+            vhost, management.username, configure=".*", write=".*", read=".*"
+        )
+        provisioner = Provisioner(management, vhost)
+        passwords: dict[str, str] = {}  # of the users the demo made, removed at the end
+        try:
+            asyncio.run(_story(console, amqp, provisioner, passwords, workdir))
+        finally:
+            for user in passwords:
+                provisioner.revoke(user)
+            management.delete_vhost(vhost)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def _story(
@@ -111,10 +99,8 @@ async def _story(
         for code in (MINISTRY, NGHE_AN, CAO_BANG, "000.00.00.B00")
     }
     backbone_cert = certs["000.00.00.B00"]
-    admin_user = urlsplit(amqp).username or "guest"
-    admin_url = vhost_url(amqp, vhost, admin_user, urlsplit(amqp).password or "guest")
     workers = f"{vhost}-workers"  # the backbone's own principal, for this demo only
-    await _principal(provisioner, passwords, workers, access.workers_grant())
+    passwords[workers] = new_password()
     settings = Settings(
         amqp_url=vhost_url(amqp, vhost, workers, passwords[workers]),
         mgmt_url=provisioner.mgmt.url,
@@ -125,30 +111,28 @@ async def _story(
         backbone_key=backbone_cert.key,
         backbone_cert=backbone_cert.certificate,
     )
-    await topology.declare_all(admin_url, settings.delivery_limit)
     validator = Validator.from_settings(settings)
     tracker = Tracker.from_settings(settings)
-    registry = validator.registry
+    operations = Operations.configured(settings, validator.registry, actor="backbone demo")
+    await operations.declare()
+    await operations.provision_workers()
 
     console.print(
         "1. The registry: a ministry, two provinces, and Nghệ An's gateway serving "
         f"a district and a commune ({SERVES})"
     )
-    connection = await aio_pika.connect(admin_url)
-    channel = await connection.channel()
-    for code in (MINISTRY, NGHE_AN, CAO_BANG):
-        await registry.add_agency(code, AGENCIES[code])
+    for code in (MINISTRY, NGHE_AN, CAO_BANG):  # each as `agency add` does it
         certificate = signing.load_certificates(str(certs[code].certificate))[0]
-        await registry.register_certificate(code, certificate)
-        await _principal(provisioner, passwords, code, access.agency_grant(code))
-    await registry.add_agency(DISTRICT, AGENCIES[DISTRICT], principal=False)
-    await registry.add_agency(COMMUNE, AGENCIES[COMMUNE], principal=False)
-    await registry.add_gateway(GATEWAY, [SERVES])
-    await _principal(provisioner, passwords, GATEWAY, access.gateway_grant(GATEWAY, [SERVES]))
-    # each agency bound by its identifier to the one queue that serves it, as `init` does
-    bind, _ = topology.route_changes(await registry.delivery_queues(), [])
-    await topology.apply_routes(channel, bind, (), settings.delivery_limit)
-    await connection.close()
+        password = await _unused(operations, code)
+        await operations.add_agency(
+            code, AGENCIES[code], certificates=[certificate], password=password
+        )
+        passwords[code] = password
+    await operations.add_agency(DISTRICT, AGENCIES[DISTRICT], principal=False)
+    await operations.add_agency(COMMUNE, AGENCIES[COMMUNE], principal=False)
+    password = await _unused(operations, GATEWAY)
+    await operations.add_gateway(GATEWAY, [SERVES], password=password)
+    passwords[GATEWAY] = password
 
     running = contextlib.AsyncExitStack()
     for worker in (validator, tracker):
@@ -241,18 +225,16 @@ async def _story(
     console.rule("every document routed or refused with a reason; nothing lost")
 
 
-async def _principal(
-    provisioner: Provisioner, passwords: dict[str, str], user: str, grant: access.Grant
-) -> None:
-    """A broker user provisioned as `agency add` does, with a password for this run. A
-    broker given by BACKBONE_AMQP_URL may have such a user in use: the demo leaves it."""
-    if await asyncio.to_thread(provisioner.mgmt.user_permissions, user):
-        raise SystemExit(
+async def _unused(operations: Operations, user: str) -> str:
+    """A password for this run's broker user ``user``. A broker given by BACKBONE_AMQP_URL
+    may have such a user in use (with rights somewhere): the demo leaves it alone; one in
+    use nowhere (left by an earlier run) it takes."""
+    if await asyncio.to_thread(operations.mgmt.user_permissions, user):
+        raise ForeignUser(
             f"the broker has a user {user!r} in use; run the demo on a node of its own "
             "(unset BACKBONE_AMQP_URL and BACKBONE_MGMT_URL)"
         )
-    passwords[user] = new_password()
-    await asyncio.to_thread(provisioner.ensure, user, grant, password=passwords[user])
+    return new_password()
 
 
 async def _read(url: str, queue: str) -> str:

@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 import aio_pika
 
 from .. import signing
-from ..broker import access, topology
+from ..broker import topology
 from ..broker.mgmt import Management
 from ..broker.provisioning import Provisioner, new_password, vhost_url
 from ..config import Settings
 from ..edxml.factory import File, new_document
+from ..operations import Operations
 from ..registry import Registry
 from ..signing.pki import Issued, KeyType
 from ..store import Store
@@ -72,25 +73,17 @@ class World:
         return vhost_url(self.amqp, self.vhost, user, self.passwords[user])
 
     async def create(self) -> None:
+        """The virtual host, every user's password and the PKI; the broker's side of the
+        agencies comes with the registry of each configuration (``register``)."""
         await asyncio.to_thread(self._create_sync)
-        await topology.declare_all(self.url())
-        connection = await aio_pika.connect(self.url())
-        async with connection:
-            channel = await connection.channel()
-            for code in self.agencies:
-                await topology.declare_inbox(channel, code)
 
     def _create_sync(self) -> None:
         self.mgmt.add_vhost(self.vhost)
-        admin = urlsplit(self.amqp).username or "guest"
-        self.mgmt.set_permissions(self.vhost, admin, configure=".*", write=".*", read=".*")
-        provisioner = Provisioner(self.mgmt, self.vhost)
-        grants = {WORKERS: access.workers_grant()} | {
-            code: access.agency_grant(code) for code in self.agencies
-        }
-        for user, grant in grants.items():
+        # the administrator of ``amqp`` measures and purges, the management API's provisions
+        for admin in {urlsplit(self.amqp).username or "guest", self.mgmt.username}:
+            self.mgmt.set_permissions(self.vhost, admin, configure=".*", write=".*", read=".*")
+        for user in [WORKERS, *self.agencies]:
             self.passwords[user] = new_password()
-            provisioner.ensure(user, grant, password=self.passwords[user])
         pki = self.pki
         pki.init(intermediate=True, key_type=self.key_type)
         for code in [*self.agencies, BACKBONE]:
@@ -125,14 +118,21 @@ class World:
         )
 
     async def register(self, database_url: str) -> None:
-        """The agencies and their certificates in a fresh database."""
+        """The topology, the workers' user, and the agencies with their certificates, broker
+        users and inboxes, as an operator makes them (``backbone.operations``), in a fresh
+        database. The broker's side is made by the first configuration, found in line by
+        the next ones."""
         store = Store(database_url)
         try:
-            registry = Registry(store)
+            settings = self.settings(database_url)
+            operations = Operations.configured(settings, Registry(store), actor="backbone bench")
+            await operations.declare()
+            await operations.provision_workers()
             for code in self.agencies:
-                await registry.add_agency(code, code)
                 certificate = signing.load_certificates(str(self.issued[code].certificate))[0]
-                await registry.register_certificate(code, certificate)
+                await operations.add_agency(
+                    code, code, certificates=[certificate], password=self.passwords[code]
+                )
         finally:
             await store.close()
 

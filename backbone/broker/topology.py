@@ -211,8 +211,8 @@ async def apply_routes(
         done()
 
 
-async def declare_all(url: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
-    """Connect to ``url`` and declare the topology."""
+async def declare_topology(url: str, delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
+    """Connect to ``url`` and declare the backbone's topology (``declare``; no inboxes)."""
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()

@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 
 from .. import __version__, edxml, signing
 from ..config import describe, get_settings
-from ..errors import PackageError, TrustConfigError
+from ..errors import BackboneError, PackageError, TrustConfigError
 from ..logs import configure
 from ._common import fail, read_limited
 
@@ -42,6 +42,8 @@ class _Backbone(TyperGroup):
             code = _error(f"{message}{where}", int(getattr(exc, "exit_code", 2)))
         except typer.Abort:
             code = _error("aborted", 1)
+        except BackboneError as exc:  # refused on purpose, in words an operator can act on
+            code = _error(str(exc), 1)
         except Exception as exc:
             if os.environ.get("BACKBONE_LOG_LEVEL", "").upper() == "DEBUG":
                 raise

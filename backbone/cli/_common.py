@@ -17,7 +17,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import signing
 from ..config import get_settings
-from ..registry import Registry, RegistryError
+from ..errors import BackboneError
+from ..registry import Registry
 from ..signing.pki import AGENCY_ATTRIBUTE, PrivateKey
 from ..store import Store
 
@@ -110,7 +111,7 @@ def with_registry(work: Callable[[Registry], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(run())
-    except RegistryError as exc:
+    except BackboneError as exc:  # the registry's refusals, the operations' failures
         raise fail(str(exc)) from None
     except (SQLAlchemyError, OSError) as exc:
         raise database_failure(exc, settings.database_url) from None

@@ -23,9 +23,9 @@ from ..broker.access import (
 )
 from ..broker.mgmt import Management, ManagementError, user_tags
 from ..config import get_settings
+from ..operations import principal_limits
 from ..registry import Registry
 from ..store.models import AccessChange, Principal
-from . import _broker as broker
 from . import app
 from ._common import fail, plural, with_registry
 
@@ -50,7 +50,7 @@ def _expected(name: str, principal: Principal | None) -> tuple[str, Grant | None
         return "not a principal of the registry", None
     patterns = [s.pattern for s in principal.scopes]
     state = "active" if principal.active else "removed"
-    limits = broker.principal_limits()
+    limits = principal_limits(settings)
     if principal.kind == "gateway":
         what = f"gateway principal serving {', '.join(patterns)} ({state} in the registry)"
         return what, gateway_grant(name, patterns, limits) if principal.active else None
