@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from ..broker import localnode
+from ..broker import find_broker
 from ..broker.mgmt import Management
 from ..edxml.factory import document_id_for
 from ..signing.pki import KeyType
@@ -87,37 +87,30 @@ class Options:
 def run(options: Options, progress: Progress = _silent) -> dict[str, Any]:
     """The whole benchmark; returns the report that was saved."""
     workdir = Path(tempfile.mkdtemp(prefix="backbone-bench-"))
-    node = None
     try:
-        if options.amqp_url and options.mgmt_url:
-            amqp, mgmt = options.amqp_url, options.mgmt_url
-        else:
-            if not localnode.available():
-                raise SystemExit(
-                    "the benchmark needs RabbitMQ: install rabbitmq-server, or give "
-                    "--amqp-url and --mgmt-url"
-                )
-            progress("starting a private RabbitMQ node", None)
-            node = localnode.LocalNode().start()
-            amqp, mgmt = node.amqp_url, node.mgmt_url
-        world = _world.World(
-            amqp,
-            Management(mgmt),
-            workdir,
-            _world.senders(options.senders),
-            _world.recipients(max(2, options.recipients)),
-            options.key_type,
-        )
-        progress("creating agencies, users, certificates", None)
-        try:
-            asyncio.run(world.create())
-            broker_pgid = node.process.pid if node is not None and node.process else None
-            return _measure(options, world, workdir, broker_pgid, progress)
-        finally:
-            world.destroy()
+        with find_broker(
+            options.amqp_url,
+            options.mgmt_url,
+            environment=False,  # BACKBONE_AMQP_URL may be production's: only the URLs given
+            otherwise="give --amqp-url and --mgmt-url",
+            starting=lambda: progress("starting a private RabbitMQ node", None),
+        ) as (amqp, mgmt, node):
+            world = _world.World(
+                amqp,
+                Management(mgmt),
+                workdir,
+                _world.senders(options.senders),
+                _world.recipients(max(2, options.recipients)),
+                options.key_type,
+            )
+            progress("creating agencies, users, certificates", None)
+            try:
+                asyncio.run(world.create())
+                broker_pgid = node.process.pid if node is not None and node.process else None
+                return _measure(options, world, workdir, broker_pgid, progress)
+            finally:
+                world.destroy()
     finally:
-        if node is not None:
-            node.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
