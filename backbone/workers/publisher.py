@@ -18,7 +18,7 @@ from ..broker.transport import Connection, Outgoing
 from ..config import Settings
 from ..edxml.factory import new_status
 from ..errors import Issue
-from ..events import Event
+from ..events import Event, routing_key
 from ..safe import derived_id, printable
 from ..signing.pki import PrivateKey
 
@@ -61,7 +61,7 @@ class Publisher:
             topology.EVENTS,
             Outgoing(
                 event.body(),
-                event.routing_key,
+                routing_key(event),
                 message_id=event.event_id,
                 type=event.kind.value,
                 content_type="application/json",

@@ -21,14 +21,22 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from .. import lifecycle
+from .. import events, lifecycle
 from ..broker import topology
 from ..broker.amqp import AmqpTransport
 from ..broker.transport import Connection, Incoming, Transport
 from ..config import Settings
 from ..edxml.paths import SENDER
 from ..errors import BrokerError, ErrorCode, Issue
-from ..events import Event, Kind
+from ..events import (
+    AcceptedEvent,
+    Event,
+    Kind,
+    RejectedEvent,
+    RoutedEvent,
+    StatusEvent,
+    UndeliverableEvent,
+)
 from ..safe import derived_id, printable
 from ..store import Store
 from ..store import tracking as queries
@@ -162,7 +170,7 @@ class Tracker(Worker):
 
     async def handle(self, message: Incoming) -> None:
         try:
-            event = Event.model_validate_json(message.body)
+            event = events.parse(message.body)
         except ValidationError as exc:
             self.log.error(
                 "not an event; quarantined",
@@ -208,7 +216,7 @@ class Tracker(Worker):
                     error=repr(exc)[:300],
                     event_id=printable(item.event.event_id, 64),
                     document_id=printable(item.event.document_id),
-                    agency=printable(item.event.recipient, 20),
+                    agency=printable(item.event.agency, 20),
                     exc_info=True,
                 )
                 with contextlib.suppress(BrokerError):
@@ -296,18 +304,18 @@ class Tracker(Worker):
         created: dict[tuple[str, str], dict[str, object]] = {}
         for item in fresh:
             event = item.event
-            if event.kind is Kind.STATUS:
+            if isinstance(event, StatusEvent):
                 continue
-            rows.append(_row(event, event.backbone_id, event.kind.value))
-            if event.kind in (Kind.ROUTED, Kind.UNDELIVERABLE) and event.backbone_id:
+            rows.append(_row(event, _backbone_id(event), event.kind.value))
+            if isinstance(event, RoutedEvent | UndeliverableEvent):
                 _transport(deliveries, created, event)
         if created:
             await queries.add_deliveries(session, list(created.values()))
             deliveries = await queries.deliveries(session, pks)
         for item in fresh:
-            if item.event.kind is not Kind.STATUS:
+            if not isinstance(item.event, StatusEvent):
                 continue
-            row = await self._status(session, item, documents, deliveries, outgoing)
+            row = await self._status(session, item, item.event, documents, deliveries, outgoing)
             if row is None:
                 deferred.append(item)
             else:
@@ -319,31 +327,29 @@ class Tracker(Worker):
         self,
         session: AsyncSession,
         item: _Item,
+        event: StatusEvent,
         documents: dict[tuple[str, str], Document],
         deliveries: dict[tuple[str, str], Delivery],
         outgoing: _Outgoing,
     ) -> dict[str, object] | None:
         """Check, apply and forward one status; None to wait for its routing a little more."""
-        event = item.event
-        reporter, code = event.recipient or "", event.status_code or ""
+        reporter, code = event.reporter, event.status_code
         recall = code == lifecycle.RECALL
-        document = documents.get(
-            (reporter if recall else event.sender or "", event.document_id or "")
-        )
+        document = documents.get((reporter if recall else event.addressee, event.document_id))
         if document is None:
             if not item.final(len(self.deferrals)):
                 return None
             return self._refuse(
                 event,
                 None,
-                f"the backbone routed no such document from {event.sender} to this agency",
+                f"the backbone routed no such document from {event.addressee} to this agency",
                 outgoing,
             )
         if recall:
             targets = [
                 d
                 for (pk, r), d in deliveries.items()
-                if pk == document.id and (event.sender in (None, reporter) or r == event.sender)
+                if pk == document.id and event.addressee in (reporter, r)
             ]
             if not targets:
                 if not item.final(len(self.deferrals)):
@@ -381,16 +387,16 @@ class Tracker(Worker):
         return _row(event, document.id, Kind.STATUS.value)
 
     def _refuse(
-        self, event: Event, document_pk: str | None, why: str, outgoing: _Outgoing
+        self, event: StatusEvent, document_pk: str | None, why: str, outgoing: _Outgoing
     ) -> dict[str, object]:
-        reporter = event.recipient or ""
+        reporter = event.reporter
         issue = Issue.of(
             ErrorCode.STATUS_REFUSED,
             SENDER,
             f"status {event.status_code} refused: {why}",
             reporter,
         )
-        outgoing.rejections.append((reporter, event.document_id or "", issue, event.message_id))
+        outgoing.rejections.append((reporter, event.document_id, issue, event.message_id))
         return _row(event, document_pk, "anomaly") | {
             "description": f"refused: {why}",
             "reason_code": issue.code,
@@ -400,7 +406,7 @@ class Tracker(Worker):
 async def _after_final(
     session: AsyncSession,
     delivery: Delivery,
-    event: Event,
+    event: StatusEvent,
     issued: dict[tuple[str, str, str], datetime | None],
 ) -> bool:
     """Was this status issued after the final status the delivery reached? (Ties: no.)"""
@@ -415,33 +421,58 @@ async def _after_final(
 
 
 def _row(event: Event, document_pk: str | None, kind: str) -> dict[str, object]:
-    """The events row of an event (a dict: the batch is inserted in one statement)."""
-    return {
+    """The events row of an event (a dict: the batch is inserted in one statement). A
+    status keeps the wire's roles: its addressee as sender, its reporter as recipient."""
+    row: dict[str, object] = {
         "event_id": event.event_id,
         "document_pk": document_pk,
-        "sender": event.sender,
-        "edxml_document_id": _findable_id(event),
-        "recipient": event.recipient,
+        "edxml_document_id": event.document_id,
         "kind": kind,
-        "status_code": event.status_code,
-        "description": event.description
-        if event.kind is not Kind.REJECTED
-        else f"[{event.check}] [{event.code}] {event.path}: {event.description}",
-        "staff": event.staff,
-        "occurred_at": event.occurred_at,
         "recorded_at": event.recorded_at,
-        "reason_code": event.code,
+        "sender": None,
+        "recipient": None,
+        "status_code": None,
+        "description": None,
+        "staff": None,
+        "occurred_at": None,
+        "reason_code": None,
     }
+    match event:
+        case StatusEvent():
+            row.update(
+                sender=event.addressee,
+                recipient=event.reporter,
+                status_code=event.status_code,
+                description=event.description,
+                staff=event.staff,
+                occurred_at=event.occurred_at,
+            )
+        case RejectedEvent():
+            row.update(
+                sender=event.sender,
+                edxml_document_id=_findable_id(event),
+                description=f"[{event.check}] [{event.code}] {event.path}: {event.description}",
+                reason_code=event.code,
+            )
+        case UndeliverableEvent():
+            row.update(
+                sender=event.sender, recipient=event.recipient, description=event.description
+            )
+        case RoutedEvent():
+            row.update(sender=event.sender, recipient=event.recipient)
+        case _:
+            row.update(sender=event.sender)
+    return row
 
 
-def _findable_id(event: Event) -> str | None:
+def _findable_id(event: RejectedEvent) -> str | None:
     """A rejection refused before its DocumentId was read is findable by its message id."""
-    if event.kind is Kind.REJECTED and not event.document_id and event.message_id:
+    if not event.document_id and event.message_id:
         return f"message:{printable(event.message_id, 200)}"
     return event.document_id
 
 
-def _stamp(delivery: Delivery, code: str, event: Event) -> None:
+def _stamp(delivery: Delivery, code: str, event: StatusEvent) -> None:
     column = lifecycle.COLUMN.get(code)
     if column is not None and getattr(delivery, column) is None:
         setattr(delivery, column, event.recorded_at)
@@ -449,28 +480,28 @@ def _stamp(delivery: Delivery, code: str, event: Event) -> None:
 
 
 def _forward(
-    event: Event, to: str, document: Document
+    event: StatusEvent, to: str, document: Document
 ) -> tuple[bytes, str, dict[str, str | None], str]:
     headers: dict[str, str | None] = {
         "x-backbone-id": document.id,
-        "x-sender": event.recipient,
+        "x-sender": event.reporter,
         "x-edxml-document-id": event.document_id,
         "x-status-code": event.status_code,
         "x-accepted-at": event.recorded_at.isoformat(),
     }
-    body = base64.b64decode(event.package or "")
+    body = base64.b64decode(event.package)
     return body, to, headers, derived_id("status", event.event_id, to)
 
 
 def _transport(
     deliveries: dict[tuple[str, str], Delivery],
     created: dict[tuple[str, str], dict[str, object]],
-    event: Event,
+    event: RoutedEvent | UndeliverableEvent,
 ) -> None:
     """Record routing on a known delivery, or on the row to create for a new one."""
-    key = (event.backbone_id or "", event.recipient or "")
+    key = (event.backbone_id, event.recipient)
     now = datetime.now(UTC)
-    routed_at = event.recorded_at if event.kind is Kind.ROUTED else None
+    routed_at = event.recorded_at if isinstance(event, RoutedEvent) else None
     delivery = deliveries.get(key)
     # a copy the alternate exchange took is reported undeliverable after the validator's
     # confirm said routed: undeliverable wins, whatever the order of the two events
@@ -489,12 +520,20 @@ def _transport(
     )
 
 
-async def _documents(session: AsyncSession, events: list[Event]) -> dict[tuple[str, str], Document]:
+async def _documents(session: AsyncSession, batch: list[Event]) -> dict[tuple[str, str], Document]:
     """The documents these events are about, by backbone id, or for statuses by (sender,
     DocumentId) either way round (a recall comes from the sender)."""
     keys = set()
-    for e in events:
-        if e.kind is Kind.STATUS and e.document_id:
-            keys.add((e.sender or "", e.document_id))
-            keys.add((e.recipient or "", e.document_id))
-    return await queries.documents(session, (e.backbone_id for e in events if e.backbone_id), keys)
+    for e in batch:
+        if isinstance(e, StatusEvent):
+            keys.add((e.addressee, e.document_id))
+            keys.add((e.reporter, e.document_id))
+    backbone_ids = {_backbone_id(e) for e in batch} - {None}
+    return await queries.documents(session, (b for b in backbone_ids if b), keys)
+
+
+def _backbone_id(event: Event) -> str | None:
+    """Events of the transport know the document's backbone id; the others do not."""
+    if isinstance(event, AcceptedEvent | RoutedEvent | UndeliverableEvent):
+        return event.backbone_id
+    return None

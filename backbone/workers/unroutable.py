@@ -17,7 +17,7 @@ from ..broker.transport import Connection, Incoming, Transport
 from ..config import Settings
 from ..edxml.paths import RECIPIENT
 from ..errors import BrokerError, ErrorCode, Issue
-from ..events import Event, Kind
+from ..events import UndeliverableEvent
 from ..safe import derived_id, printable
 from .publisher import Publisher, Signer
 from .worker import Worker
@@ -74,9 +74,8 @@ class Unroutable(Worker):
             bound.warning("a status found no queue; quarantined", kind=printable(message.type))
             return
         await self.publisher.event(
-            Event(
+            UndeliverableEvent(
                 event_id=derived_id("undeliverable", backbone_id, recipient)[:64],
-                kind=Kind.UNDELIVERABLE,
                 backbone_id=backbone_id,
                 sender=sender,
                 document_id=document_id,

@@ -23,7 +23,7 @@ from ..broker.transport import Connection, Incoming, Transport
 from ..config import Settings
 from ..edxml.rules import TIMESTAMP_FORMAT
 from ..errors import TrustConfigError
-from ..events import Event, Kind
+from ..events import AcceptedEvent, RejectedEvent, RoutedEvent, StatusEvent, UndeliverableEvent
 from ..registry import Registry
 from ..safe import printable
 from ..store import Store
@@ -165,17 +165,20 @@ class Validator(Worker):
         }
         if accepted.verified is not None:
             headers["x-signer"] = accepted.verified.fingerprint
-        common = {
-            "backbone_id": accepted.backbone_id,
-            "sender": package.sender,
-            "document_id": package.document_id,
-            "message_id": printable(message.message_id),
-        }
+        backbone_id, sender = accepted.backbone_id, package.sender or ""
+        message_id = printable(message.message_id)
         recipients = list(dict.fromkeys(r or "" for r in package.recipients))
         publisher = self._publisher
         # all in flight at once: the confirms come back together, in publish order
         _, *delivered = await asyncio.gather(
-            publisher.event(Event(kind=Kind.ACCEPTED, **common)),
+            publisher.event(
+                AcceptedEvent(
+                    backbone_id=backbone_id,
+                    sender=sender,
+                    document_id=package.document_id,
+                    message_id=message_id,
+                )
+            ),
             *(
                 publisher.deliver(
                     message.body, recipient, headers, f"{accepted.backbone_id}:{recipient}", "edoc"
@@ -186,10 +189,12 @@ class Validator(Worker):
         await asyncio.gather(
             *(
                 publisher.event(
-                    Event(
-                        kind=Kind.ROUTED if ok else Kind.UNDELIVERABLE,
+                    (RoutedEvent if ok else UndeliverableEvent)(
+                        backbone_id=backbone_id,
+                        sender=sender,
+                        document_id=package.document_id,
                         recipient=recipient,
-                        **common,
+                        message_id=message_id,
                     )
                 )
                 for recipient, ok in zip(recipients, delivered, strict=True)
@@ -200,10 +205,9 @@ class Validator(Worker):
         """Hand the status to the tracker, which checks who reported it and forwards it."""
         header = package.header
         await self._publisher.event(
-            Event(
-                kind=Kind.STATUS,
-                sender=header.response_for.organ_id,
-                recipient=package.sender,
+            StatusEvent(
+                addressee=header.response_for.organ_id,
+                reporter=package.sender or "",
                 document_id=header.response_for.document_id,
                 status_code=header.status_code,
                 description=header.description,
@@ -220,8 +224,7 @@ class Validator(Worker):
         sender = message.routing_key or ""
         document_id = _document_id(rejection.package)
         await self._publisher.event(
-            Event(
-                kind=Kind.REJECTED,
+            RejectedEvent(
                 sender=sender,
                 document_id=document_id,
                 check=rejection.check.value,

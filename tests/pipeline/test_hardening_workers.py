@@ -16,7 +16,7 @@ from sqlalchemy import select
 from backbone import edxml, signing
 from backbone.broker import topology
 from backbone.errors import BrokerRefused
-from backbone.events import Event, Kind
+from backbone.events import Event, StatusEvent
 from backbone.store.models import EventRecord
 
 from ..conftest import SENDER, Signer, make_status
@@ -109,13 +109,13 @@ async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
 
 def _status_01(document_id: str, message_id: str) -> Event:
     """A 01 from a recipient about a document it never received: the tracker refuses it."""
-    return Event(
-        kind=Kind.STATUS,
-        sender=RECIPIENTS[0],
-        recipient=SENDER,
+    return StatusEvent(
+        addressee=RECIPIENTS[0],
+        reporter=SENDER,
         document_id=document_id,
         status_code="01",
         message_id=message_id,
+        package="",  # refused before it would be forwarded
     )
 
 

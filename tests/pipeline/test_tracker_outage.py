@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from backbone.broker import topology
-from backbone.events import Event, Kind
+from backbone.events import Event, RoutedEvent, routing_key
 from backbone.store.models import Delivery, Document, EventRecord
 
 from ..databases import admin, migrated, postgres_unreachable
@@ -40,7 +40,7 @@ async def publish(pipeline: Pipeline, events: list[Event]) -> None:
         for event in events:
             await exchange.publish(
                 aio_pika.Message(event.body(), message_id=event.event_id, delivery_mode=2),
-                event.routing_key,
+                routing_key(event),
             )
     finally:
         await connection.close()
@@ -66,9 +66,8 @@ async def test_ten_seconds_without_the_database_lose_nothing(pipeline: Pipeline)
                 for i in ids
             ],
         )
-    events = [
-        Event(
-            kind=Kind.ROUTED,
+    events: list[Event] = [
+        RoutedEvent(
             backbone_id=i,
             sender="000.00.00.G22",
             document_id=f"outage-{i}",

@@ -32,7 +32,7 @@ from ...broker.mgmt import Management
 from ...broker.provisioning import vhost_url
 from ...config import Settings
 from ...edxml.factory import new_status
-from ...events import Event, Kind
+from ...events import Event, RoutedEvent, StatusEvent, routing_key
 from ...store import Store, migrate
 from ...store.models import Document
 from ...store.models import EventRecord as EventRow
@@ -88,9 +88,8 @@ def _vhost(amqp_url: str, mgmt: Management) -> Iterator[str]:
 
 def _events(ids: list[str], now: datetime) -> list[Event]:
     """Each document routed to both recipients, then their statuses 01."""
-    events = [
-        Event(
-            kind=Kind.ROUTED,
+    events: list[Event] = [
+        RoutedEvent(
             backbone_id=backbone_id,
             sender=SENDER,
             document_id=f"bench-{backbone_id}",
@@ -107,10 +106,9 @@ def _events(ids: list[str], now: datetime) -> list[Event]:
                 document=edxml.ResponseFor(organ_id=SENDER, document_id=f"bench-{backbone_id}"),
             )
             events.append(
-                Event(
-                    kind=Kind.STATUS,
-                    sender=SENDER,
-                    recipient=recipient,
+                StatusEvent(
+                    addressee=SENDER,
+                    reporter=recipient,
                     document_id=f"bench-{backbone_id}",
                     status_code="01",
                     occurred_at=now,
@@ -152,7 +150,7 @@ async def _publish(amqp: str, events: list[Event], advance: Callable[[int], None
                         aio_pika.Message(
                             e.body(), message_id=e.event_id, delivery_mode=DeliveryMode.PERSISTENT
                         ),
-                        e.routing_key,
+                        routing_key(e),
                     )
                     for e in batch
                 )
@@ -225,7 +223,7 @@ def run(
                     _vhost(admin, mgmt) as amqp,
                     migrate.fresh(engine, Path(workdir), postgres_url, PREFIX) as database,
                 ):
-                    asyncio.run(topology.declare_all(amqp))
+                    asyncio.run(topology.declare_topology(amqp))
                     results[engine] = asyncio.run(
                         _measure(amqp, database, documents, engine, progress)
                     )
