@@ -6,42 +6,55 @@
             ...                                         # status 01 was already sent
             await delivery.ack()
 
-``Gateway`` is the same on pika, synchronous, for simple integrations. Redelivered copies
-of a document already handled (same backbone id) are acknowledged and dropped, so the
-application sees each document (and each status) once.
+``AsyncGateway`` reaches the broker through a :class:`~backbone.broker.transport.Transport`,
+as an httpx client does through its transport: aio-pika's by default, or any other, such as
+:class:`backbone.testing.MemoryBroker`'s for tests without a broker
+(``AsyncGateway(username=code, transport=broker.transport(code))``). ``Gateway`` is the same
+on pika, synchronous, for simple integrations. Redelivered copies of a document already
+handled (same message id) are acknowledged and dropped, so the application sees each
+document (and each status) once.
+
+Errors are the backbone's: :class:`SendError` for a package not signed or not taken by the
+broker, :class:`~backbone.errors.BrokerError` (``BrokerUnreachable``, ``BrokerRefused``)
+for the rest of what the broker does, :class:`~backbone.errors.PackageError` for a delivery
+that is not a valid package.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, aclosing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
-import aio_pika
 import pika
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection, DeliveryMode
-from aio_pika.connection import make_url
 from cryptography import x509
 from pika.adapters.blocking_connection import BlockingChannel
 
 from . import edxml, signing
 from .broker import topology
+from .broker.amqp import AmqpTransport
+from .broker.transport import Connection, Incoming, Outgoing, Transport
 from .edxml.factory import new_status
-from .errors import BackboneError
+from .errors import BackboneError, BrokerError, BrokerRefused, BrokerUnreachable
 from .logs import get_logger
 from .signing.pki import PrivateKey
 
 log = get_logger("backbone.client")
-_SEEN = 100_000  # backbone ids remembered for dropping redelivered copies
+_SEEN = 100_000  # message ids remembered for dropping redelivered copies
 RECEIVE_PREFETCH = 32  # deliveries a receive() holds unacknowledged
+CONNECT_TIMEOUT = 30.0  # seconds AsyncGateway's default transport waits for the broker
+PIKA_CONNECT_TIMEOUT = 15.0  # seconds Gateway waits (pika's own bound on bringing a connection up)
 
 
 class SendError(BackboneError):
-    """A package could not be published (not confirmed by the broker)."""
+    """A package could not be published: not signed, or not taken by the broker (refused,
+    returned unroutable, or not confirmed)."""
 
 
 @dataclass
@@ -53,7 +66,7 @@ class Delivery:
     headers: dict[str, Any]
     recipient: str  # the routing key: whose inbox copy this is
     redelivered: bool
-    _settle: Any = field(repr=False)
+    _settle: Callable[..., Any] = field(repr=False)
 
     def ack(self) -> Any:
         """Settle it as handled (``await`` it with AsyncGateway)."""
@@ -104,11 +117,11 @@ class _Common:
         self,
         *,
         username: str,
-        key: PrivateKey | None = None,
-        certificates: Sequence[x509.Certificate] = (),
-        verifier: signing.Verifier | None = None,
-        auto_arrived: bool = True,
-        limits: edxml.Limits = edxml.DEFAULT_LIMITS,
+        key: PrivateKey | None,
+        certificates: Sequence[x509.Certificate],
+        verifier: signing.Verifier | None,
+        auto_arrived: bool,
+        limits: edxml.Limits,
     ) -> None:
         self.username = username
         self.key = key
@@ -118,8 +131,8 @@ class _Common:
         self.limits = limits
         self._seen = _Seen()
 
-    def _prepare(self, package: edxml.Package | bytes) -> tuple[str, bytes, dict[str, Any], str]:
-        """(routing key, body, properties, document id) of a package to submit."""
+    def _prepare(self, package: edxml.Package | bytes) -> tuple[Outgoing, str]:
+        """The message that submits a package, and its document id."""
         signs = self.key is not None and bool(self.certificates)
         if isinstance(package, bytes):
             model = edxml.parse(package, self.limits)
@@ -129,14 +142,15 @@ class _Common:
             # without a key, unsigned: the backbone refuses it unless it is a status and
             # status signatures are optional there
             body = self._sign(package) if signs else edxml.build(package)
-        properties = {
-            "user_id": self.username,
-            "message_id": uuid.uuid4().hex,
-            "type": model.kind,
-            "content_type": "application/xml",
-            "timestamp": datetime.now(UTC),
-        }
-        return model.sender or "", body, properties, model.document_id or ""
+        message = Outgoing(
+            body,
+            model.sender or "",
+            message_id=uuid.uuid4().hex,
+            type=model.kind,
+            user_id=self.username,
+            timestamp=datetime.now(UTC),
+        )
+        return message, model.document_id or ""
 
     def _sign(self, package: edxml.Package | bytes) -> bytes:
         if self.key is None or not self.certificates:
@@ -181,44 +195,80 @@ class _Common:
             self._seen.add(message_id)
 
 
+def _not_taken(document_id: str, why: object) -> SendError:
+    return SendError(f"the broker did not take {document_id!r}: {why}")
+
+
 class AsyncGateway(_Common):
-    """The SDK on aio-pika. Use as an async context manager."""
+    """The SDK on a broker transport. Use as an async context manager: it connects on
+    entering (raising :class:`~backbone.errors.BrokerError` if it cannot) and closes the
+    connection on leaving, which hands back whatever was not settled.
 
-    def __init__(self, url: str, *, connect_timeout: float = 30.0, **options: Any) -> None:
-        super().__init__(**options)
-        self.url = url
-        self.connect_timeout = connect_timeout
-        self._connection: AbstractRobustConnection | None = None
+    ``url``: the broker, ``amqp://user:password@host/vhost``, for the default transport
+    (aio-pika, waiting at most ``connect_timeout`` seconds for the broker to answer);
+    ``transport``: another one instead (give one of the two).
+    ``username``: the principal's broker user, stamped as ``user_id`` on what it sends
+    (the broker refuses it unless it is the user connected).
+    ``key`` and ``certificates``: the principal's, to sign what it sends unsigned.
+    ``verifier``: to verify what arrives (else it is parsed only, within ``limits``).
+    ``auto_arrived``: answer each document with status 01 before handing it over (without,
+    the application answers, once it has stored it).
+    """
 
-    async def __aenter__(self) -> AsyncGateway:
-        """Connect, or raise within ``connect_timeout`` seconds (TimeoutError): a robust
-        connection retries forever what it cannot tell from a network fault (a malformed
-        URL), and a black-holed host never answers."""
-        connection = aio_pika.RobustConnection(make_url(self.url))
-        try:
-            await asyncio.wait_for(
-                connection.connect(timeout=self.connect_timeout), self.connect_timeout
-            )
-            self._channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._submit = await self._channel.get_exchange(topology.SUBMIT, ensure=False)
-        except BaseException:
-            await connection.close()  # stops its reconnection task too
-            raise
-        self._connection = connection
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        username: str,
+        key: PrivateKey | None = None,
+        certificates: Sequence[x509.Certificate] = (),
+        verifier: signing.Verifier | None = None,
+        auto_arrived: bool = True,
+        limits: edxml.Limits = edxml.DEFAULT_LIMITS,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        transport: Transport | None = None,
+    ) -> None:
+        super().__init__(
+            username=username,
+            key=key,
+            certificates=certificates,
+            verifier=verifier,
+            auto_arrived=auto_arrived,
+            limits=limits,
+        )
+        if transport is None:
+            if url is None:
+                raise ValueError("AsyncGateway needs the broker's url or a transport")
+            transport = AmqpTransport(url, connect_timeout=connect_timeout)
+        elif url is not None:
+            raise ValueError("AsyncGateway takes the broker's url or a transport, not both")
+        self.transport = transport
+        self._connection: Connection | None = None
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        self._connection = await self._stack.enter_async_context(self.transport.connect())
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._connection is not None:
-            await self._connection.close()
+        self._connection = None
+        await self._stack.aclose()
+
+    @property
+    def _connected(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("the gateway is not connected: use it in `async with`")
+        return self._connection
 
     async def send(self, package: edxml.Package | bytes) -> str:
         """Sign (if needed), publish with confirms, and return the DocumentId."""
-        routing_key, body, properties, document_id = self._prepare(package)
-        message = aio_pika.Message(body, delivery_mode=DeliveryMode.PERSISTENT, **properties)
+        message, document_id = self._prepare(package)
         try:
-            await self._submit.publish(message, routing_key=routing_key, mandatory=True)
-        except aio_pika.exceptions.AMQPError as exc:
-            raise SendError(f"the broker did not take {document_id!r}: {exc}") from exc
+            routed = await self._connected.publish(topology.SUBMIT, message, mandatory=True)
+        except BrokerError as exc:
+            raise _not_taken(document_id, exc) from exc
+        if not routed:
+            raise _not_taken(document_id, f"returned, {topology.SUBMIT} routed it to no queue")
         return document_id
 
     async def send_status(
@@ -240,22 +290,17 @@ class AsyncGateway(_Common):
         without one. With ``auto_arrived``, documents are answered with status 01 before
         they are yielded; without, the caller answers (once it has stored them). At most
         RECEIVE_PREFETCH are held unacknowledged at once."""
-        channel = await self._connection.channel()  # type: ignore[union-attr]
-        await channel.set_qos(prefetch_count=RECEIVE_PREFETCH)
-        inbox = await channel.get_queue(queue, ensure=False)
+        messages = self._connected.messages(queue, prefetch=RECEIVE_PREFETCH, timeout=timeout)
         yielded = 0
-        async with inbox.iterator(timeout=timeout) as messages:
-            try:
-                async for message in messages:
-                    delivery = await self._deliver(message)
-                    if delivery is None:
-                        continue
-                    yield delivery
-                    yielded += 1
-                    if count is not None and yielded >= count:
-                        return
-            except TimeoutError:
-                return
+        async with aclosing(messages):
+            async for message in messages:
+                delivery = await self._deliver(message)
+                if delivery is None:
+                    continue
+                yield delivery
+                yielded += 1
+                if count is not None and yielded >= count:
+                    return
 
     async def serve(
         self,
@@ -269,13 +314,8 @@ class AsyncGateway(_Common):
         for throughput, where ``receive`` handles one at a time. Each document is answered
         with status 01, then given to ``handler``, and acked when it returns; if it raises,
         the delivery goes back to the queue (past the delivery limit, to the quarantine)."""
-        channel = await self._connection.channel(  # type: ignore[union-attr]
-            publisher_confirms=True, on_return_raises=True
-        )
-        await channel.set_qos(prefetch_count=prefetch)
-        inbox = await channel.get_queue(queue, ensure=False)
 
-        async def on_message(message: AbstractIncomingMessage) -> None:
+        async def on_message(message: Incoming) -> None:
             try:
                 delivery = await self._deliver(message)
                 if delivery is not None:
@@ -283,18 +323,16 @@ class AsyncGateway(_Common):
                     await delivery.ack()
             except Exception:
                 log.exception("delivery not handled; returned to the queue", queue=queue)
-                await message.nack(requeue=True)
+                with contextlib.suppress(BrokerError):  # else the channel is gone: handed back
+                    await message.nack(requeue=True)
 
-        tag = await inbox.consume(on_message)
+        consumer = await self._connected.consume(queue, on_message, prefetch=prefetch)
         try:
             await stop.wait()
         finally:
-            await inbox.cancel(tag)
-            await channel.close()
+            await consumer.cancel()
 
-    async def _deliver(self, message: AbstractIncomingMessage) -> Delivery | None:
-        headers = dict(message.headers or {})
-        recipient = message.routing_key or ""
+    async def _deliver(self, message: Incoming) -> Delivery | None:
         if self._is_copy(message.message_id):
             await message.ack()
             return None
@@ -308,43 +346,93 @@ class AsyncGateway(_Common):
                 await message.reject(requeue=requeue)
 
         delivery = Delivery(
-            message.body, package, headers, recipient, bool(message.redelivered), settle
+            message.body,
+            package,
+            dict(message.headers),
+            message.routing_key or "",
+            message.redelivered,
+            settle,
         )
         if self.auto_arrived and isinstance(package, edxml.DocumentPackage):
             await self.send_status(delivery, "01", "Đã đến")
         return delivery
 
 
+@contextmanager
+def _pika_errors(what: str) -> Iterator[None]:
+    """pika's errors as ours: a connection that fails or is lost is unreachable, the rest
+    (a channel closed by a refusal: no such queue, not ours to read) refused."""
+    try:
+        yield
+    except (pika.exceptions.AMQPConnectionError, OSError) as exc:
+        raise BrokerUnreachable(f"{what}: {str(exc) or type(exc).__name__}") from exc
+    except pika.exceptions.AMQPError as exc:
+        raise BrokerRefused(f"{what}: {str(exc) or type(exc).__name__}") from exc
+
+
 class Gateway(_Common):
-    """The SDK on pika, synchronous. Use as a context manager."""
+    """The SDK on pika, synchronous. Use as a context manager. Its parameters are
+    AsyncGateway's, ``url`` required and no ``transport``; ``connect_timeout`` bounds
+    bringing the connection up (TCP, TLS, AMQP)."""
 
-    def __init__(self, url: str, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str,
+        key: PrivateKey | None = None,
+        certificates: Sequence[x509.Certificate] = (),
+        verifier: signing.Verifier | None = None,
+        auto_arrived: bool = True,
+        limits: edxml.Limits = edxml.DEFAULT_LIMITS,
+        connect_timeout: float = PIKA_CONNECT_TIMEOUT,
+    ) -> None:
+        super().__init__(
+            username=username,
+            key=key,
+            certificates=certificates,
+            verifier=verifier,
+            auto_arrived=auto_arrived,
+            limits=limits,
+        )
         self.url = url
+        self.connect_timeout = connect_timeout
 
-    def __enter__(self) -> Gateway:
-        self._connection = pika.BlockingConnection(pika.URLParameters(self.url))
-        self._channel: BlockingChannel = self._connection.channel()
-        self._channel.confirm_delivery()
+    def __enter__(self) -> Self:
+        parameters = pika.URLParameters(self.url)
+        parameters.stack_timeout = self.connect_timeout
+        with _pika_errors("connect"):
+            self._connection = pika.BlockingConnection(parameters)
+            try:
+                self._channel: BlockingChannel = self._connection.channel()
+                self._channel.confirm_delivery()
+            except BaseException:
+                self._connection.close()
+                raise
         return self
 
     def __exit__(self, *_: object) -> None:
         if self._connection.is_open:
-            self._connection.close()
+            with _pika_errors("close"):
+                self._connection.close()
 
     def send(self, package: edxml.Package | bytes) -> str:
-        routing_key, body, properties, document_id = self._prepare(package)
-        properties["timestamp"] = int(properties["timestamp"].timestamp())
+        """Sign (if needed), publish with confirms, and return the DocumentId."""
+        message, document_id = self._prepare(package)
+        properties = pika.BasicProperties(
+            delivery_mode=2,
+            message_id=message.message_id,
+            type=message.type,
+            user_id=message.user_id,
+            content_type=message.content_type,
+            timestamp=int(message.timestamp.timestamp()) if message.timestamp else None,
+        )
         try:
             self._channel.basic_publish(
-                topology.SUBMIT,
-                routing_key,
-                body,
-                pika.BasicProperties(delivery_mode=2, **properties),
-                mandatory=True,
+                topology.SUBMIT, message.routing_key, message.body, properties, mandatory=True
             )
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
-            raise SendError(f"the broker did not take {document_id!r}: {exc}") from exc
+        except (pika.exceptions.AMQPError, OSError) as exc:  # returned, nacked, refused, lost
+            raise _not_taken(document_id, exc) from exc
         return document_id
 
     def send_status(
@@ -356,40 +444,47 @@ class Gateway(_Common):
         *,
         reporter: str | None = None,
     ) -> None:
+        """Report a status (01 arrived ... 06 done, 02 refused, 13/15/16 recall)."""
         self.send(self._status(reporter, document, code, description, staff))
 
     def receive(
         self, queue: str, *, timeout: float = 5.0, count: int | None = None
     ) -> Iterator[Delivery]:
+        """As AsyncGateway's: deliveries until ``count`` or ``timeout`` idle seconds."""
         yielded = 0
-        for method, properties, body in self._channel.consume(queue, inactivity_timeout=timeout):
-            if method is None:
-                break
-            headers = dict(properties.headers or {})
-            if self._is_copy(properties.message_id):
-                self._channel.basic_ack(method.delivery_tag)
-                continue
-            tag, message_id = method.delivery_tag, properties.message_id
+        with _pika_errors(f"consume {queue}"):
+            for method, properties, body in self._channel.consume(
+                queue, inactivity_timeout=timeout
+            ):
+                if method is None:
+                    break
+                if self._is_copy(properties.message_id):
+                    self._channel.basic_ack(method.delivery_tag)
+                    continue
+                delivery = Delivery(
+                    body,
+                    self._read(body),
+                    dict(properties.headers or {}),
+                    method.routing_key,
+                    method.redelivered,
+                    self._settler(method.delivery_tag, properties.message_id),
+                )
+                if self.auto_arrived and isinstance(delivery.package, edxml.DocumentPackage):
+                    self.send_status(delivery, "01", "Đã đến")
+                yield delivery
+                yielded += 1
+                if count is not None and yielded >= count:
+                    break
+            self._channel.cancel()
 
-            def settle(
-                ack: bool,
-                requeue: bool = False,
-                tag: int = tag,
-                message_id: str | None = message_id,
-            ) -> None:
+    def _settler(self, tag: int, message_id: str | None) -> Callable[..., None]:
+        def settle(ack: bool, requeue: bool = False) -> None:
+            with _pika_errors("ack" if ack else "reject"):
                 if ack:
                     self._channel.basic_ack(tag)
-                    self._handled(message_id)
                 else:
                     self._channel.basic_reject(tag, requeue=requeue)
+            if ack:
+                self._handled(message_id)
 
-            delivery = Delivery(
-                body, self._read(body), headers, method.routing_key, method.redelivered, settle
-            )
-            if self.auto_arrived and isinstance(delivery.package, edxml.DocumentPackage):
-                self.send_status(delivery, "01", "Đã đến")
-            yield delivery
-            yielded += 1
-            if count is not None and yielded >= count:
-                break
-        self._channel.cancel()
+        return settle

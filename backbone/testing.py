@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -176,7 +176,7 @@ class MemoryConnection:
 
     async def messages(
         self, queue: str, *, prefetch: int, timeout: float | None = None
-    ) -> AsyncIterator[Incoming]:
+    ) -> AsyncGenerator[Incoming, None]:
         arrived: asyncio.Queue[Incoming] = asyncio.Queue()
 
         async def put(message: Incoming) -> None:

@@ -10,7 +10,7 @@ that channel only. aio-pika's and aiormq's exceptions are mapped here to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -155,7 +155,7 @@ class AmqpConnection:
 
     async def messages(
         self, queue: str, *, prefetch: int, timeout: float | None = None
-    ) -> AsyncIterator[Incoming]:
+    ) -> AsyncGenerator[Incoming, None]:
         """The channel stays open until the connection closes: a message yielded last may
         still be acked after the iteration ends."""
         with mapped(f"consume {queue}"):

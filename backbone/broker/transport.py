@@ -13,7 +13,7 @@ True if it was routed, False if it was mandatory and returned unroutable, and ra
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -85,8 +85,9 @@ class Connection(Protocol):
 
     def messages(
         self, queue: str, *, prefetch: int, timeout: float | None = None
-    ) -> AsyncIterator[Incoming]:
-        """The messages of ``queue`` one by one, until ``timeout`` seconds pass without one."""
+    ) -> AsyncGenerator[Incoming, None]:
+        """The messages of ``queue`` one by one, until ``timeout`` seconds pass without one;
+        ``aclose()`` it to stop early (it cancels the consumer)."""
 
 
 class Transport(Protocol):

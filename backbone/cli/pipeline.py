@@ -38,7 +38,7 @@ from ..client import RECEIVE_PREFETCH, AsyncGateway, Delivery, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
-from ..errors import BackboneError, PackageError
+from ..errors import BackboneError, BrokerError, PackageError
 from ..safe import printable
 from ..signing.pki import PrivateKey
 from ..store import Store
@@ -143,6 +143,8 @@ def _quiet_broker_library() -> Iterator[None]:
 def _broker_failure(exc: BaseException, url: str, username: str) -> typer.Exit:
     """A broker error in words a user can act on; the URL's password never shown."""
     broker = mask(url)
+    if isinstance(exc, BrokerError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the broker library's own error tells which failure it was
     if isinstance(exc, TimeoutError):
         return fail(f"the broker {broker} did not answer within {CONNECT_TIMEOUT:g} s")
     reason = " ".join(str(exc).split())[:300] or type(exc).__name__
@@ -265,7 +267,7 @@ def send(
             typer.echo(asyncio.run(work()))
     except (PackageError, SendError) as exc:
         raise fail(mask(str(exc))) from None
-    except (OSError, AMQPError, BackboneError) as exc:
+    except BackboneError as exc:
         raise _broker_failure(exc, connect_url, username) from None
 
 
@@ -472,15 +474,15 @@ def receive(
 
     async def work() -> None:
         nonlocal unsaved
-        options: dict[str, object] = {"key": signer[0], "certificates": signer[1]} if signer else {}
         async with (
             AsyncGateway(
                 connect_url,
                 username=username,
+                key=signer[0] if signer else None,
+                certificates=signer[1] if signer else (),
                 auto_arrived=False,
                 limits=settings.limits,
                 connect_timeout=CONNECT_TIMEOUT,
-                **options,
             ) as client,
             aclosing(client.receive(queue, timeout=timeout)) as deliveries,
         ):
@@ -514,13 +516,13 @@ def receive(
     try:
         with _quiet_broker_library():
             asyncio.run(work())
-    except ChannelAccessRefused:
-        raise fail(f"the broker refused {username} access to {queue}") from None
-    except ChannelNotFoundEntity:
-        raise fail(f"there is no queue {queue} on the broker {mask(connect_url)}") from None
     except PackageError as exc:
         raise fail(f"a delivery in {queue} is not a valid package (left there): {exc}") from None
-    except (OSError, AMQPError, BackboneError) as exc:
+    except BackboneError as exc:
+        if isinstance(exc.__cause__, ChannelAccessRefused):
+            raise fail(f"the broker refused {username} access to {queue}") from None
+        if isinstance(exc.__cause__, ChannelNotFoundEntity):
+            raise fail(f"there is no queue {queue} on the broker {mask(connect_url)}") from None
         raise _broker_failure(exc, connect_url, username) from None
     got = " and ".join(plural(n, noun) for noun, n in tally.items() if n) or "nothing"
     typer.echo(f"{got} received from {queue}", err=True)
