@@ -19,6 +19,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check backbone adapters tests
+	$(BIN)/ruff format --check backbone adapters tests
 	$(BIN)/mypy
 
 demo: $(STAMP)

@@ -109,7 +109,7 @@ class Tracker(Worker):
         self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.byte_budget = BYTE_BUDGET
-        self.deferrals = DEFERRALS  # seconds between the tries of a status
+        self.deferrals: tuple[float, ...] = DEFERRALS  # seconds between a status's tries
         self._held = 0  # bytes of the events received and not yet settled
         self.pauses = 0  # times the byte budget stopped the deliveries
 

@@ -136,7 +136,7 @@ def test_xmlsec1_signed_package_verifies_with_ours(
     package = make_document()
     signed = xmlsec_sign(xmlsec1, signers["G22"], edxml.build(package), tmp_path, MODERN)
     for engine in ("fast", "signxml"):
-        verified = signing.Verifier(trust, signing.SubjectBinding(), engine=engine).verify(signed)  # type: ignore[arg-type]
+        verified = signing.Verifier(trust, signing.SubjectBinding(), engine=engine).verify(signed)
         assert verified.package == package and verified.engine == engine
 
 
@@ -217,9 +217,9 @@ def test_fast_engine_never_accepts_what_signxml_or_xmlsec1_refuse(
     ops: list[tuple[str, int, str]],
 ) -> None:
     mutant = _mutate(seeds[seed], ops)
-    outcomes = {}
+    outcomes: dict[str, edxml.Package | None] = {}
     for engine in ("fast", "signxml"):
-        verifier = signing.Verifier(trust, signing.SubjectBinding(), engine=engine)  # type: ignore[arg-type]
+        verifier = signing.Verifier(trust, signing.SubjectBinding(), engine=engine)
         try:
             outcomes[engine] = verifier.verify(mutant).package
         except PackageError:
@@ -229,7 +229,7 @@ def test_fast_engine_never_accepts_what_signxml_or_xmlsec1_refuse(
         return
     assert outcomes["fast"] == outcomes["signxml"]
     reference = XMLVerifier().verify(mutant, ca_pem_file=str(pki.ca_bundle))
-    assert reference.signed_xml is not None
+    assert not isinstance(reference, list) and reference.signed_xml is not None
     assert edxml.read_tree(reference.signed_xml) == outcomes["fast"]
     assert xmlsec_verifies(xmlsec1, mutant, pki.ca_bundle, tmp_path)
 

@@ -91,7 +91,7 @@ class Pipeline:
             channel = await connection.channel()
             for _ in range(int(WAIT / 0.05)):
                 declared = await channel.declare_queue(queue, passive=True)
-                if declared.declaration_result.message_count >= count:
+                if (declared.declaration_result.message_count or 0) >= count:
                     return
                 await asyncio.sleep(0.05)
         finally:

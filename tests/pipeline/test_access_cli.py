@@ -262,7 +262,7 @@ def _renamed(
     document: dict[str, Any], vhost: str, to: str, users: dict[str, str]
 ) -> dict[str, Any]:
     """The definitions with the virtual host and the users renamed (users are global)."""
-    copy = json.loads(json.dumps(document))
+    copy: dict[str, Any] = json.loads(json.dumps(document))
     copy["vhosts"] = [{**v, "name": to} for v in copy["vhosts"] if v["name"] == vhost]
     copy["users"] = [{**u, "name": users[u["name"]]} for u in copy["users"]]
     for section in ("permissions", "topic_permissions"):

@@ -106,8 +106,7 @@ async def waiting(pipeline: Pipeline, queue: str, at_least: int) -> None:
 async def stop_validator(pipeline: Pipeline) -> None:
     """From here on, what receive publishes (its 01s) stays in the validation queue, where
     the test can count it exactly (publisher confirms: once receive returns, it is there)."""
-    pipeline.validator.stop()
-    await asyncio.gather(pipeline.tasks[0])
+    await pipeline.stop("validator")
 
 
 async def submitted(pipeline: Pipeline) -> list[edxml.Package]:
@@ -336,7 +335,7 @@ async def test_send_out_writes_the_signed_package_and_needs_no_broker(
 
     status, stdout, stderr = await cli(*base, *signer_options(pipeline), "--out", signed)
     assert status == 0, stderr
-    verified = pipeline.validator.verifier.verify(signed.read_bytes())
+    verified = pipeline.validator.checks.verifier.verify(signed.read_bytes())
     assert verified.package.document_id == stdout.strip()
     assert verified.fingerprint == pipeline.signers["G22"].fingerprint
 

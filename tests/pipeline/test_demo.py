@@ -37,4 +37,4 @@ def test_the_demo_routes_answers_and_refuses(
 
 
 def _vhosts(management: Management) -> list[str]:
-    return [str(v["name"]) for v in management._call("GET", "/vhosts")]  # type: ignore[union-attr]
+    return [str(v["name"]) for v in management._call("GET", "/vhosts")]

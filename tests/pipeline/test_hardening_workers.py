@@ -92,7 +92,7 @@ async def test_a_forward_the_broker_refuses_once_is_retried_not_quarantined(
     retried, and the sender still hears of it."""
     await agencies(pipeline)
     real = pipeline.tracker._publish
-    faults = []
+    faults: list[int] = []
 
     async def once_refused(outgoing: Any) -> None:
         if outgoing and not faults:

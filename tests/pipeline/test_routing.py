@@ -107,7 +107,7 @@ async def assert_inboxes_empty(pipeline: Pipeline, *codes: str) -> None:
 async def raw_drain(pipeline: Pipeline, queue: str) -> list[tuple[bytes, dict[str, object]]]:
     """Everything in a queue, read with plain aio-pika (no SDK de-duplication)."""
     connection = await aio_pika.connect(pipeline.url())
-    found = []
+    found: list[tuple[bytes, dict[str, object]]] = []
     try:
         channel = await connection.channel()
         source = await channel.get_queue(queue)
@@ -167,6 +167,6 @@ async def test_serve_handles_deliveries_at_once_and_returns_a_failed_one(
     assert failed == [packages[0].document_id]  # returned, then handled on redelivery
     assert most > 1
     statuses = await drain(pipeline, topology.inbox(SENDER), SENDER, count=7, timeout=5)
-    answered = [s.package.document_id for s in statuses]
+    answered = [s.package.document_id or "" for s in statuses]
     assert sorted(set(answered)) == sorted(p.document_id for p in packages)
     await assert_inboxes_empty(pipeline, RECIPIENTS[0])  # every copy handled and acked

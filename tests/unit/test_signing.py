@@ -6,6 +6,7 @@ import base64
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -58,7 +59,8 @@ def test_signature_sits_last_in_the_header_over_the_whole_package(
         "Signature",
     ]
     signature = header[-1]
-    assert signature.find(f"{DS}SignedInfo/{DS}Reference").get("URI") == ""
+    reference = signature.find(f"{DS}SignedInfo/{DS}Reference")
+    assert reference is not None and reference.get("URI") == ""
     algorithms = [e.get("Algorithm") for e in signature.iter() if e.get("Algorithm")]
     assert algorithms == [
         "http://www.w3.org/2001/10/xml-exc-c14n#",
@@ -427,9 +429,14 @@ def test_an_out_of_date_crl_is_read_again_once_per_interval_not_per_package(
 ) -> None:
     stale = _stale_crl(pki, tmp_path)
     store = signing.TrustStore.from_files(pki.ca_bundle, [stale], refresh_seconds=3600)
-    loads = []
+    loads: list[int] = []
     real = trust_module._load_crls
-    monkeypatch.setattr(trust_module, "_load_crls", lambda files: loads.append(1) or real(files))
+
+    def counted(files: Any) -> Any:
+        loads.append(1)
+        return real(files)
+
+    monkeypatch.setattr(trust_module, "_load_crls", counted)
     verifier = signing.Verifier(store, signing.SubjectBinding())
     signed = signers["G22"].sign(package)
     for _ in range(5):
