@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# three workers: the pipeline tests mostly wait on their brokers (a private node each)
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check backbone adapters tests

@@ -32,15 +32,17 @@ FOREIGN = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
 
 
 @contextmanager
-def mapped(what: str) -> Iterator[None]:
-    """aio-pika's errors as ours: a lost or refused connection is unreachable, the rest
-    (a channel closed by a refusal, a publish not confirmed) refused."""
+def mapped(what: str, *, connecting: bool = False) -> Iterator[None]:
+    """aio-pika's errors as ours: a lost or refused connection (or, ``connecting``, any
+    failure to connect, a time-out included) is unreachable, the rest (a channel closed by
+    a refusal, a publish not confirmed) refused."""
     try:
         yield
     except aio_pika.exceptions.AMQPConnectionError as exc:
         raise BrokerUnreachable(f"{what}: {_reason(exc)}") from exc
     except FOREIGN as exc:
-        raise BrokerRefused(f"{what}: {_reason(exc)}") from exc
+        failure = BrokerUnreachable if connecting else BrokerRefused
+        raise failure(f"{what}: {_reason(exc)}") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -143,7 +145,9 @@ class AmqpConnection:
     async def _queue(self, name: str, prefetch: int) -> AbstractQueue:
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=prefetch)
-        return await channel.get_queue(name, ensure=False)
+        # declared (passively) on the robust channel, so that it restores the consumer
+        # after a reconnection; a queue object made without it is forgotten then
+        return await channel.get_queue(name, ensure=True)
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> AmqpConsumer:
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -181,7 +185,7 @@ class AmqpTransport:
     async def connect(self) -> AsyncIterator[AmqpConnection]:
         connection = aio_pika.RobustConnection(make_url(self.url))
         try:
-            with mapped("connect"):
+            with mapped("connect", connecting=True):
                 await asyncio.wait_for(
                     connection.connect(timeout=self.connect_timeout), self.connect_timeout
                 )
