@@ -119,16 +119,6 @@ async def raw_drain(pipeline: Pipeline, queue: str) -> list[tuple[bytes, dict[st
     return found
 
 
-async def test_the_sdk_hands_a_redelivered_document_over_once(pipeline: Pipeline) -> None:
-    for agency in (SENDER, RECIPIENTS[0]):
-        await pipeline.add_agency(agency)
-    signed = pipeline.signers["G22"].sign(document(recipients=[RECIPIENTS[0]]))
-    await submit(pipeline, signed)
-    await submit(pipeline, signed)
-    delivered = await drain(pipeline, topology.inbox(RECIPIENTS[0]), RECIPIENTS[0], timeout=3)
-    assert [d.body for d in delivered] == [signed]
-
-
 async def test_serve_handles_deliveries_at_once_and_returns_a_failed_one(
     pipeline: Pipeline,
 ) -> None:
