@@ -179,6 +179,16 @@ CASES: dict[str, tuple[str, str, Submit]] = {
         "certificate-expired",
         lambda w: w.submit(w.signers["expired"].sign(document(recipients=[RECIPIENTS[0]]))),
     ),
+    "not-yet-valid": (
+        "5-signature",
+        "certificate-not-yet-valid",
+        lambda w: w.submit(w.signers["future"].sign(document(recipients=[RECIPIENTS[0]]))),
+    ),
+    "not-for-signing": (
+        "5-signature",
+        "bad-key-usage",
+        lambda w: w.submit(w.signers["no-signing"].sign(document(recipients=[RECIPIENTS[0]]))),
+    ),
     "another-agency's-key": (
         "5-signature",
         "wrong-agency",
