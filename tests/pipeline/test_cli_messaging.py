@@ -191,7 +191,7 @@ async def test_a_delivery_that_cannot_be_saved_gets_no_01_stays_queued_and_block
     await waiting(pipeline, topology.inbox(H41), 2)
     await stop_validator(pipeline)
     out = tmp_path / "received"
-    blocked = Delivery(first, edxml.parse(first), {}, H41, False, None)
+    blocked = Delivery(first, edxml.parse(first), {}, H41, False, lambda *_: None)
     (out / file_name(blocked)).mkdir(parents=True)  # the first cannot take its name
 
     status, stdout, stderr = await cli(
