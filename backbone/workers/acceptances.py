@@ -15,6 +15,10 @@ from ..store import repository as repo
 
 
 class Acceptances:
+    """The validator's acceptance records, committed in groups: ``record`` returns once
+    the transaction holding the submission's DocumentId has committed (or raises its
+    failure)."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self._pending: list[tuple[repo.Submission, asyncio.Future[repo.AcceptanceRecord]]] = []
