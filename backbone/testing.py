@@ -73,13 +73,28 @@ class _Queue:
 
 
 @dataclass(eq=False)
-class _Consumer:
+class _Channel:
+    """What a connection consumes one queue on: delivery tags are counted per channel, and
+    ``ack(multiple=True)`` settles every earlier delivery of the channel, whichever of
+    its consumers (a paused one, a resumed one) took it."""
+
     queue: _Queue
+    tags: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    unsettled: dict[int, tuple[_Consumer, Message]] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class _Consumer:
+    channel: _Channel
     connection: MemoryConnection
     handler: Handler
     prefetch: int
-    unsettled: dict[int, Message] = field(default_factory=dict)
+    held: int = 0  # unsettled deliveries it took
     active: bool = True
+
+    @property
+    def queue(self) -> _Queue:
+        return self.channel.queue
 
 
 class MemoryMessage:
@@ -100,19 +115,23 @@ class MemoryMessage:
     redelivered = property(lambda self: self._message.delivery_count > 0)
     delivery_tag = property(lambda self: self._tag)
 
+    def _settle(self, tag: int) -> Message:
+        consumer, message = self._consumer.channel.unsettled.pop(tag)
+        consumer.held -= 1
+        return message
+
     def _take(self) -> Message:
         if self._consumer.connection.closed:
             raise BrokerRefused("settle: the connection is closed")
-        message = self._consumer.unsettled.pop(self._tag, None)
-        if message is None:
-            raise BrokerRefused(f"settle: unknown delivery tag {self._tag}")
-        return message
+        if self._tag not in self._consumer.channel.unsettled:
+            raise BrokerRefused(f"PRECONDITION_FAILED - unknown delivery tag {self._tag}")
+        return self._settle(self._tag)
 
     async def ack(self, multiple: bool = False) -> None:
         self._take()
         if multiple:
-            for tag in [t for t in self._consumer.unsettled if t < self._tag]:
-                del self._consumer.unsettled[tag]
+            for tag in [t for t in self._consumer.channel.unsettled if t < self._tag]:
+                self._settle(tag)
         self._broker._wake(self._consumer.queue)
 
     async def nack(self, requeue: bool = True) -> None:
@@ -141,12 +160,17 @@ class MemoryConnection:
         self.broker = broker
         self.user = user
         self.closed = False
-        self.consumers: list[_Consumer] = []
-        self._tags = itertools.count(1)
+        self.channels: dict[str, _Channel] = {}  # one per queue, as broker.amqp keeps them
 
     def _check(self) -> None:
         if self.closed:
             raise BrokerRefused("the connection is closed")
+
+    async def declared(self, *exchanges: str) -> None:
+        self._check()
+        for name in exchanges:
+            if name not in self.broker.exchanges:
+                raise BrokerRefused(f"NOT_FOUND - no exchange {name!r}")
 
     async def publish(self, exchange: str, message: Outgoing, *, mandatory: bool = False) -> bool:
         self._check()
@@ -168,8 +192,10 @@ class MemoryConnection:
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> _Subscription:
         self._check()
-        consumer = _Consumer(self.broker._queue(queue), self, handler, prefetch)
-        self.consumers.append(consumer)
+        channel = self.channels.get(queue)
+        if channel is None:
+            channel = self.channels[queue] = _Channel(self.broker._queue(queue))
+        consumer = _Consumer(channel, self, handler, prefetch)
         consumer.queue.consumers.append(consumer)
         self.broker._wake(consumer.queue)
         return _Subscription(consumer)
@@ -177,6 +203,8 @@ class MemoryConnection:
     async def messages(
         self, queue: str, *, prefetch: int, timeout: float | None = None
     ) -> AsyncGenerator[Incoming, None]:
+        """Ended early, it hands back what it took and did not yield, as aio-pika's queue
+        iterator does (each such return counts towards the delivery limit)."""
         arrived: asyncio.Queue[Incoming] = asyncio.Queue()
 
         async def put(message: Incoming) -> None:
@@ -191,20 +219,21 @@ class MemoryConnection:
                     return
         finally:
             await subscription.cancel()
-
-    def next_tag(self) -> int:
-        return next(self._tags)
+            while not arrived.empty() and not self.closed:
+                await arrived.get_nowait().nack(requeue=True)
 
     def close(self) -> None:
         """Everything unsettled goes back to its queue, as when a channel closes."""
         self.closed = True
-        for consumer in self.consumers:
-            consumer.active = False
-            held, consumer.unsettled = list(consumer.unsettled.values()), {}
-            for message in reversed(held):
-                self.broker._hand_back(consumer.queue, message)
-            consumer.queue.consumers.remove(consumer)
-            self.broker._wake(consumer.queue)
+        for channel in self.channels.values():
+            held, channel.unsettled = channel.unsettled, {}
+            for _, (_, message) in sorted(held.items(), reverse=True):
+                self.broker._hand_back(channel.queue, message)
+            channel.queue.consumers = [
+                c for c in channel.queue.consumers if c.connection is not self
+            ]
+            self.broker._wake(channel.queue)
+        self.broker._closed(self)
 
 
 class MemoryTransport:
@@ -217,6 +246,7 @@ class MemoryTransport:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[MemoryConnection]:
         connection = MemoryConnection(self.broker, self.user)
+        self.broker.connections.append(connection)
         try:
             yield connection
         finally:
@@ -231,6 +261,7 @@ class MemoryBroker:
         self.exchanges: dict[str, topology.Exchange] = {}
         self.queues: dict[str, _Queue] = {}
         self.bindings: dict[str, list[tuple[str, str]]] = {}  # exchange -> (queue, key)
+        self.connections: list[MemoryConnection] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures: list[BaseException] = []
         self._changed = asyncio.Event()
@@ -297,28 +328,44 @@ class MemoryBroker:
 
     async def join(self, timeout: float = JOIN_TIMEOUT) -> None:
         """Wait until no consumed queue holds a message and no handler runs; re-raise the
-        first exception a handler let escape."""
-        async with asyncio.timeout(timeout):
-            while True:
-                self._raise_failure()
-                if self._idle():
-                    await asyncio.sleep(0)  # let settled handlers' callers resume
+        first exception a handler let escape. Past ``timeout`` seconds, say what waits."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._raise_failure()
                     if self._idle():
-                        self._raise_failure()
-                        return
-                self._changed.clear()
-                await self._changed.wait()
+                        await asyncio.sleep(0)  # let settled handlers' callers resume
+                        if self._idle():
+                            self._raise_failure()
+                            return
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"not drained after {timeout:g} s: {self._busy()}") from None
+
+    def _busy(self) -> str:
+        held: dict[str, int] = {}
+        for connection in self.connections:
+            for name, channel in connection.channels.items():
+                held[name] = held.get(name, 0) + len(channel.unsettled)
+        parts = [
+            f"{q.name}: {len(q.ready)} ready, {held.get(q.name, 0)} unsettled"
+            for q in self.queues.values()
+            if q.ready or held.get(q.name)
+        ]
+        return "; ".join([*parts, f"{len(self._tasks)} handlers running"])
 
     def _idle(self) -> bool:
         if self._tasks:
             return False
-        for queue in self.queues.values():
-            live = [c for c in queue.consumers if c.active]
-            if any(c.unsettled for c in queue.consumers):
-                return False
-            if live and queue.ready:
-                return False
-        return True
+        if any(c.unsettled for conn in self.connections for c in conn.channels.values()):
+            return False
+        return not any(
+            queue.ready and any(c.active for c in queue.consumers) for queue in self.queues.values()
+        )
+
+    def _closed(self, connection: MemoryConnection) -> None:
+        self.connections.remove(connection)
 
     def _raise_failure(self) -> None:
         if self._failures:
@@ -369,14 +416,15 @@ class MemoryBroker:
     def _wake(self, queue: _Queue) -> None:
         """Hand ready messages to consumers with room, round robin, each in a task."""
         while queue.ready:
-            ready = [c for c in queue.consumers if c.active and len(c.unsettled) < c.prefetch]
+            ready = [c for c in queue.consumers if c.active and c.held < c.prefetch]
             if not ready:
                 break
             consumer = ready[queue.turn % len(ready)]
             queue.turn += 1
             message = queue.ready.popleft()
-            tag = consumer.connection.next_tag()
-            consumer.unsettled[tag] = message
+            tag = next(consumer.channel.tags)
+            consumer.channel.unsettled[tag] = (consumer, message)
+            consumer.held += 1
             task = asyncio.get_running_loop().create_task(
                 self._handle(consumer, MemoryMessage(self, consumer, tag, message))
             )

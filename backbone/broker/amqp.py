@@ -28,19 +28,26 @@ from aio_pika.exceptions import AMQPError, PublishError
 from ..errors import BrokerRefused, BrokerUnreachable
 from .transport import Handler, Incoming, Outgoing
 
-FOREIGN = (AMQPError, ConnectionError, OSError, asyncio.TimeoutError)
+# the link is down, or the channel with it: the broker may be back in a moment
+GONE = (
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 @contextmanager
 def mapped(what: str, *, connecting: bool = False) -> Iterator[None]:
-    """aio-pika's errors as ours: a lost or refused connection (or, ``connecting``, any
-    failure to connect, a time-out included) is unreachable, the rest (a channel closed by
-    a refusal, a publish not confirmed) refused."""
+    """aio-pika's errors as ours: a link or channel gone (and, ``connecting``, any failure
+    to connect) is unreachable; what the broker refused (a channel it closed, a publish it
+    did not confirm) is refused."""
     try:
         yield
-    except aio_pika.exceptions.AMQPConnectionError as exc:
+    except GONE as exc:
         raise BrokerUnreachable(f"{what}: {_reason(exc)}") from exc
-    except FOREIGN as exc:
+    except AMQPError as exc:
         failure = BrokerUnreachable if connecting else BrokerRefused
         raise failure(f"{what}: {_reason(exc)}") from exc
 
@@ -119,6 +126,13 @@ class AmqpConnection:
         self._connection = connection
         self._channel = channel
         self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._queues: dict[str, AbstractQueue] = {}
+
+    async def declared(self, *exchanges: str) -> None:
+        with mapped("check the exchanges"):
+            async with await self._connection.channel() as channel:
+                for name in exchanges:
+                    await channel.get_exchange(name, ensure=True)
 
     async def publish(self, exchange: str, message: Outgoing, *, mandatory: bool = False) -> bool:
         outgoing = aio_pika.Message(
@@ -143,11 +157,18 @@ class AmqpConnection:
         return True
 
     async def _queue(self, name: str, prefetch: int) -> AbstractQueue:
-        channel = await self._connection.channel()
-        await channel.set_qos(prefetch_count=prefetch)
-        # declared (passively) on the robust channel, so that it restores the consumer
-        # after a reconnection; a queue object made without it is forgotten then
-        return await channel.get_queue(name, ensure=True)
+        """One channel per queue, kept: a consumer started again (the tracker's, after a
+        pause) gets its deliveries on the same channel, so one ``ack(multiple=True)``
+        covers those it held before. Declared passively on the robust channel, so that
+        a reconnection restores its consumers (a queue made with ``ensure=False`` is
+        forgotten then)."""
+        queue = self._queues.get(name)
+        if queue is None or queue.channel.is_closed:
+            channel = await self._connection.channel()
+            queue = await channel.get_queue(name, ensure=True)
+            self._queues[name] = queue
+        await queue.channel.set_qos(prefetch_count=prefetch)
+        return queue
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> AmqpConsumer:
         async def on_message(message: AbstractIncomingMessage) -> None:

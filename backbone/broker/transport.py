@@ -76,6 +76,10 @@ class Consumer(Protocol):
 class Connection(Protocol):
     """One connection with one confirming channel."""
 
+    async def declared(self, *exchanges: str) -> None:
+        """Check that ``exchanges`` exist (a worker started before ``backbone init`` fails
+        at once, not at its first publish)."""
+
     async def publish(self, exchange: str, message: Outgoing, *, mandatory: bool = False) -> bool:
         """Publish and wait for the confirm; False if a mandatory message was returned."""
 

@@ -227,6 +227,8 @@ class Checks:
             if unsigned_status:
                 return None
             raise Rejection(Check.SIGNATURE, exc.issues[0], package) from None
+        except PackageError as exc:  # what the signature covers, read again, is refused
+            raise Rejection(Check.PARSE, exc.issues[0], package) from None
         if not await self.binding.binds(verified, verified.package.sender or ""):
             raise Rejection(Check.SIGNATURE, signing.wrong_agency(verified).issues[0], package)
         return verified

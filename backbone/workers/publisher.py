@@ -33,6 +33,10 @@ class Publisher:
         self.settings = settings
         self.signer = signer
 
+    async def ready(self) -> None:
+        """The exchanges it publishes to exist."""
+        await self.connection.declared(topology.DELIVER, topology.EVENTS)
+
     async def deliver(
         self,
         body: bytes,

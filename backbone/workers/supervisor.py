@@ -12,6 +12,7 @@ import multiprocessing
 import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from ..config import Settings
 from .publisher import load_signer
@@ -24,16 +25,27 @@ CHILD_STOP_TIMEOUT = 35.0  # seconds a spawned validator gets after SIGTERM (STO
 
 
 async def serve(workers: Sequence[Worker]) -> None:
-    """Run ``workers`` until SIGTERM or SIGINT; each then finishes what it holds (the rest
-    is redelivered) and closes its connection and store."""
+    """Run ``workers`` until SIGTERM or SIGINT (or until one fails: raised here, so that
+    the process ends and is restarted). All stop consuming at once; then each finishes
+    what it holds (the rest is redelivered) and closes its connection and store."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with AsyncExitStack() as stack:
-        for worker in workers:
-            await stack.enter_async_context(worker.running())
-        await stop.wait()
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        async with AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker.running())
+            waits: list[asyncio.Future[Any]] = [stopped]
+            waits += [w.failed for w in workers if w.failed is not None]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.gather(*(worker.stop_consuming() for worker in workers))
+    finally:
+        stopped.cancel()
+    for worker in workers:
+        if worker.failed is not None and worker.failed.done():
+            worker.failed.result()  # raises what the worker failed with
 
 
 def validators(settings: Settings, prefetch: int, with_tracker: bool = False) -> list[Worker]:

@@ -49,6 +49,7 @@ DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answ
 BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
 PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
 BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker stops consuming
+RESUME_PAUSE = 1.0  # seconds before consuming is tried again when the broker refused it
 
 
 @dataclass
@@ -133,28 +134,42 @@ class Tracker(Worker):
 
     async def started(self, connection: Connection) -> None:
         self.publisher = Publisher(connection, self.settings, self.signer)
+        await self.publisher.ready()
         self._stopping.clear()
         self._loop = asyncio.create_task(self._record_loop())
 
     async def stopping(self) -> None:
-        """Record what was received (and what waits for its routing), then return."""
+        """Record what was received, then return (what still waits for its routing stays
+        unacked, and is redelivered at the next start)."""
         self._stopping.set()
         self._arrived.set()
         if self._loop is not None:
             await self._loop
 
     async def _record_loop(self) -> None:
-        while not (self._stopping.is_set() and not self._pending):
-            items = await self._take()
-            if items:
-                await self._record_isolated(items)
-            # past the byte budget, stop the deliveries until what is held is down to half
-            if self.consuming and self._held > self.byte_budget:
-                await self.pause()
-                self.pauses += 1
-                self.log.info("tracker paused: byte budget reached", held=self._held)
-            elif self._resumable:
+        """Batches until stopped; a fault it cannot wait out fails the worker, so that the
+        tracker never looks alive while it records nothing."""
+        try:
+            while not (self._stopping.is_set() and not self._pending):
+                items = await self._take()
+                if items:
+                    await self._record_isolated(items)
+                await self._budget()
+        except Exception as exc:
+            self.fail(exc)
+
+    async def _budget(self) -> None:
+        """Past the byte budget, stop the deliveries until what is held is down to half."""
+        if self.consuming and self._held > self.byte_budget:
+            await self.pause()
+            self.pauses += 1
+            self.log.info("tracker paused: byte budget reached", held=self._held)
+        elif self._resumable:
+            try:
                 await self.resume()
+            except BrokerError as exc:  # the broker away: the next round tries again
+                self.log.warning("cannot consume again yet", error=str(exc)[:300])
+                await asyncio.sleep(RESUME_PAUSE)
 
     @property
     def _resumable(self) -> bool:

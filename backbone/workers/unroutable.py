@@ -43,6 +43,7 @@ class Unroutable(Worker):
 
     async def started(self, connection: Connection) -> None:
         self.publisher = Publisher(connection, self.settings, self.signer)
+        await self.publisher.ready()
 
     async def handle(self, message: Incoming) -> None:
         """Report it, then dead-letter it into the quarantine (kept for a replay)."""

@@ -92,6 +92,7 @@ class Validator(Worker):
 
     async def started(self, connection: Connection) -> None:
         self.publisher = Publisher(connection, self.settings, self.signer)
+        await self.publisher.ready()
 
     async def handle(self, message: Incoming) -> None:
         """Process one submission; ack after its outputs are confirmed.

@@ -48,6 +48,9 @@ class Worker:
         self._connection: Connection | None = None
         self._consumer: Consumer | None = None
         self._in_flight: set[asyncio.Task[Any]] = set()
+        self._closing = False  # no consuming again: the worker is stopping
+        self._consume_lock = asyncio.Lock()  # one consumer at a time, whoever starts it
+        self.failed: asyncio.Future[None] | None = None  # a task of its own died
 
     async def handle(self, message: Incoming) -> None:
         raise NotImplementedError
@@ -61,6 +64,8 @@ class Worker:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Self]:
         """Connected and consuming inside; everything closed after."""
+        self._closing = False
+        self.failed = asyncio.get_running_loop().create_future()
         try:
             async with self.transport.connect() as connection:
                 self._connection = connection
@@ -69,7 +74,7 @@ class Worker:
                 try:
                     yield self
                 finally:
-                    await self.pause()
+                    await self.stop_consuming()
                     await self.stopping()
                     await self._finish_in_flight()
         finally:
@@ -89,20 +94,34 @@ class Worker:
             )
 
     async def resume(self) -> None:
-        """Start (or start again) taking deliveries."""
+        """Start (or start again) taking deliveries; nothing once it is stopping."""
         assert self._connection is not None, "resume() outside running()"
-        if self._consumer is None:
-            self._consumer = await self._connection.consume(
-                self.queue, self._on_message, prefetch=self.prefetch
-            )
-            self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.prefetch)
+        async with self._consume_lock:
+            if self._consumer is None and not self._closing:
+                self._consumer = await self._connection.consume(
+                    self.queue, self._on_message, prefetch=self.prefetch
+                )
+                self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.prefetch)
 
     async def pause(self) -> None:
-        """No new deliveries; those held stay unsettled."""
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            with contextlib.suppress(BrokerError):  # a lost channel stops them anyway
-                await consumer.cancel()
+        """No new deliveries for now; those held stay unsettled."""
+        async with self._consume_lock:
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                with contextlib.suppress(BrokerError):  # a lost channel stops them anyway
+                    await consumer.cancel()
+
+    async def stop_consuming(self) -> None:
+        """No new deliveries, for good: the first step of stopping."""
+        self._closing = True
+        await self.pause()
+
+    def fail(self, error: BaseException) -> None:
+        """A task of the worker's own died: whoever runs the worker stops it (``serve``
+        ends the process, which is then restarted) rather than let it look alive."""
+        self.log.error(f"{self.name} failed", error=repr(error)[:300])
+        if self.failed is not None and not self.failed.done():
+            self.failed.set_exception(error)
 
     @property
     def consuming(self) -> bool:

@@ -94,6 +94,10 @@ class MemoryWorld(World):
         for queue in queues:
             assert self.broker.depth(queue) == 0, queue
 
+    async def settled(self, queue: str) -> None:
+        await self.broker.join()  # every delivery settled, or it raises saying what is held
+        assert self.broker.depth(queue) == 0, queue
+
     async def until(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
         await self.broker.join()
         assert await check(), what

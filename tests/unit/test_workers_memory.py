@@ -1,0 +1,61 @@
+"""What the workers do that only the in-memory broker makes deterministic: many pauses at
+the tracker's byte budget, a worker that dies, a worker started before `backbone init`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from backbone.broker import topology
+from backbone.errors import BrokerRefused
+from backbone.testing import MemoryBroker
+from backbone.workers.supervisor import serve
+from backbone.workers.tracker import Tracker
+from backbone.workers.validator import Validator
+
+from ..bodies.lifecycle import A
+from ..conftest import SENDER
+from ..worlds import document
+from .conftest import MemoryWorld
+
+
+async def test_the_tracker_pauses_at_its_byte_budget_resumes_and_settles_everything(
+    world: MemoryWorld,
+) -> None:
+    """A budget a few events wide: the tracker pauses and resumes on the same channel, its
+    batches mix what it took before a pause with what it took after, and one ack settles
+    them all: nothing stays unacked (join() would say what is held)."""
+    for code in (SENDER, A):
+        await world.add_agency(code)
+    world.tracker.byte_budget = 2000
+    packages = [document(recipients=[A]) for _ in range(12)]
+    for package in packages:
+        await world.submit(world.signers["G22"].sign(package))
+    await world.settled(topology.TRACKER)
+    for package in packages:
+        await world.routed(package, A)
+    assert world.tracker.pauses >= 1
+    assert world.tracker.held == 0
+
+
+async def test_a_worker_whose_own_task_dies_ends_serve_with_its_error(
+    world: MemoryWorld,
+) -> None:
+    """The tracker's record loop failing must not leave a tracker that looks alive."""
+    tracker = Tracker.from_settings(world.settings, transport=world.broker.transport("backbone"))
+    serving = asyncio.create_task(serve([tracker]))
+    while not tracker.consuming:  # until serve has it running
+        await asyncio.sleep(0)
+    tracker.fail(RuntimeError("the record loop died"))
+    with pytest.raises(RuntimeError, match="the record loop died"):
+        await asyncio.wait_for(serving, 10)
+
+
+async def test_a_validator_started_before_init_fails_at_once(world: MemoryWorld) -> None:
+    broker = MemoryBroker()
+    del broker.exchanges[topology.DELIVER]  # as if `backbone init` never ran
+    validator = Validator.from_settings(world.settings, transport=broker.transport("backbone"))
+    with pytest.raises(BrokerRefused, match=topology.DELIVER):
+        async with validator.running():
+            pass
