@@ -103,10 +103,6 @@ class World(ABC):
         """Assert nothing waits in ``queues``. Call it after an outcome that excludes them."""
 
     @abstractmethod
-    async def settled(self, queue: str) -> None:
-        """Until nothing waits in ``queue`` and its consumers hold nothing unacked."""
-
-    @abstractmethod
     async def until(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
         """Assert ``check`` holds once the workers have done their work."""
 

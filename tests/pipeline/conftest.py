@@ -292,15 +292,6 @@ class RealWorld(World):
         finally:
             await connection.close()
 
-    async def settled(self, queue: str) -> None:
-        async def nothing_held() -> bool:  # the management API's figures lag a few seconds
-            info = await asyncio.to_thread(
-                self.pipeline.broker.mgmt.queue, self.pipeline.vhost, queue
-            )
-            return info.get("messages_ready") == 0 and info.get("messages_unacknowledged") == 0
-
-        await self.until(nothing_held, f"{queue} drained and settled")
-
     async def until(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
         deadline = asyncio.get_running_loop().time() + WAIT
         while not await check():

@@ -95,6 +95,7 @@ class MemoryWorld(World):
             assert self.broker.depth(queue) == 0, queue
 
     async def settled(self, queue: str) -> None:
+        """Nothing waits in ``queue`` and nothing is held unacked anywhere."""
         await self.broker.join()  # every delivery settled, or it raises saying what is held
         assert self.broker.depth(queue) == 0, queue
 
