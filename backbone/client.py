@@ -247,6 +247,8 @@ class AsyncGateway(_Common):
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Self:
+        """Connect, or raise BrokerUnreachable (within ``connect_timeout`` seconds on
+        aio-pika, a bad login or a host that never answers included)."""
         self._connection = await self._stack.enter_async_context(self.transport.connect())
         return self
 
