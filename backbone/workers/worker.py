@@ -69,9 +69,9 @@ class Worker:
         try:
             async with self.transport.connect() as connection:
                 self._connection = connection
-                await self.started(connection)
-                await self._consume_or_log()
-                try:
+                try:  # whatever fails, what ``started`` began is stopped
+                    await self.started(connection)
+                    await self._consume_or_log()
                     yield self
                 finally:
                     await self.stop_consuming()

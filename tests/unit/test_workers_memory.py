@@ -59,3 +59,15 @@ async def test_a_validator_started_before_init_fails_at_once(world: MemoryWorld)
     with pytest.raises(BrokerRefused, match=topology.DELIVER):
         async with validator.running():
             pass
+
+
+async def test_a_tracker_that_cannot_consume_fails_and_leaves_no_loop_behind(
+    world: MemoryWorld,
+) -> None:
+    broker = MemoryBroker()
+    del broker.queues[topology.TRACKER]  # its queue absent: consuming is refused
+    tracker = Tracker.from_settings(world.settings, transport=broker.transport("backbone"))
+    with pytest.raises(BrokerRefused, match=topology.TRACKER):
+        async with tracker.running():
+            pass
+    assert tracker._loop is not None and tracker._loop.done()
