@@ -54,7 +54,7 @@ class Message:
 
     body: bytes
     routing_key: str
-    exchange: str
+    exchange: str  # where it was published (a dead-lettered one: still its first exchange)
     message_id: str | None = None
     type: str | None = None
     user_id: str | None = None
@@ -301,14 +301,6 @@ class MemoryBroker:
         self.declare_queue(name)
         self.bind(name, topology.DELIVER, code)
         return name
-
-    def declare_gateway(self, name: str, codes: list[str]) -> str:
-        """A gateway's queue bound with the identifiers it serves."""
-        queue = topology.gateway_queue(name)
-        self.declare_queue(queue)
-        for code in codes:
-            self.bind(queue, topology.DELIVER, code)
-        return queue
 
     def transport(self, user: str) -> MemoryTransport:
         return MemoryTransport(self, user)
