@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 
 from backbone import edxml
+from backbone.client import AsyncGateway
 from backbone.config import Settings
 from backbone.edxml.factory import new_status
 from backbone.registry import Registry
@@ -80,6 +81,10 @@ class World(ABC):
     @abstractmethod
     async def unroute(self, code: str) -> None:
         """Remove the binding that delivers ``code``'s copies (the registry still has it)."""
+
+    @abstractmethod
+    def gateway(self, user: str) -> AsyncGateway:
+        """The SDK, connected as ``user`` (``async with``)."""
 
     @abstractmethod
     async def submit(

@@ -24,6 +24,7 @@ from backbone.broker import access, find_broker, localnode, topology
 from backbone.broker.mgmt import Management
 from backbone.broker.provisioning import Provisioner, vhost_url
 from backbone.cli import app
+from backbone.client import AsyncGateway
 from backbone.config import Settings, get_settings
 from backbone.errors import BrokerNotFound
 from backbone.operations import Operations
@@ -232,6 +233,9 @@ class RealWorld(World):
                     await (await channel.get_queue(queue)).unbind(topology.DELIVER, key)
         finally:
             await connection.close()
+
+    def gateway(self, user: str) -> AsyncGateway:
+        return AsyncGateway(self.pipeline.url(user), username=user)
 
     async def submit(
         self,

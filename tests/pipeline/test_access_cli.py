@@ -23,6 +23,7 @@ from backbone.broker import definitions, topology
 from backbone.config import get_settings
 
 from ..conftest import SENDER
+from ..worlds import document
 from .conftest import WORKERS, Invoke, Pipeline
 from .test_access import (
     channel_of,
@@ -32,7 +33,6 @@ from .test_access import (
     watched_connection,
 )
 from .test_reliability import ready_count, wait_for
-from .test_routing import document
 
 pytestmark = pytest.mark.pipeline
 

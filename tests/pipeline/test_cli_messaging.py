@@ -29,9 +29,9 @@ from backbone.client import AsyncGateway, Delivery
 from backbone.config import get_settings
 
 from ..conftest import SENDER, Signer
+from ..worlds import document
 from .conftest import PASSWORD, Pipeline
 from .test_reliability import ready_count, wait_for
-from .test_routing import document
 
 pytestmark = pytest.mark.pipeline
 H41 = "000.00.00.H41"

@@ -20,11 +20,12 @@ from backbone.store import repository as repo
 from backbone.store.models import Delivery
 
 from ..conftest import SENDER
+from ..worlds import document
 from .conftest import Invoke, Pipeline
+from .helpers import drain
 from .test_access import channel_of, consume_one
 from .test_access_cli import fresh_code, password_in
 from .test_reliability import ready_count, wait_for
-from .test_routing import document, drain
 
 pytestmark = pytest.mark.pipeline
 README = Path(__file__).resolve().parents[2] / "README.md"

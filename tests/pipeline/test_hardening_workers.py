@@ -20,8 +20,9 @@ from backbone.events import Event, StatusEvent
 from backbone.store.models import EventRecord
 
 from ..conftest import SENDER, Signer, make_status
+from ..worlds import document
 from .conftest import Pipeline
-from .test_routing import RECIPIENTS, document, drain, rejection
+from .helpers import RECIPIENTS, drain, rejection
 
 pytestmark = pytest.mark.pipeline
 LONG_ID = "m" * 250  # AMQP's short string holds 255 bytes: "rejection:" + this overflowed

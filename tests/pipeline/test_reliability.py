@@ -22,7 +22,7 @@ from backbone.workers.checks import Accepted, Submission
 
 from ..conftest import SENDER, make_document
 from .conftest import Pipeline
-from .test_routing import raw_drain, submit
+from .helpers import raw_drain, submit
 
 pytestmark = pytest.mark.pipeline
 RAW, SDK = "000.00.00.H41", "000.00.00.H14"  # one inbox read raw, one through the SDK

@@ -13,6 +13,7 @@ import pytest
 from backbone import signing
 from backbone.broker import topology
 from backbone.broker.transport import Outgoing
+from backbone.client import AsyncGateway
 from backbone.config import Settings
 from backbone.testing import MemoryBroker
 from backbone.workers.tracker import Tracker
@@ -63,6 +64,9 @@ class MemoryWorld(World):
         for queue, key in list(self.broker.bindings[topology.DELIVER]):
             if key == code:
                 self.broker.unbind(queue, topology.DELIVER, key)
+
+    def gateway(self, user: str) -> AsyncGateway:
+        return AsyncGateway(username=user, transport=self.broker.transport(user))
 
     async def submit(
         self,

@@ -6,7 +6,6 @@ tests/pipeline/test_routing.py and test_cli_messaging.py.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -117,45 +116,6 @@ async def test_receive_stops_after_count_and_leaves_the_rest() -> None:
         async for delivery in recipient.receive(inbox, timeout=0.2, count=1):
             await delivery.ack()
     assert broker.depth(inbox) == 2
-
-
-async def test_serve_handles_several_at_once_and_returns_a_failed_one() -> None:
-    broker = MemoryBroker()
-    inbox = broker.declare_inbox(H41)
-    packages = [make_document(recipients=(H41,)) for _ in range(6)]
-    for package in packages:
-        await deliver(broker, package, f"{uuid.uuid4().hex}:{H41}")
-    handled: list[str | None] = []
-    failed: list[tuple[str | None, bool]] = []
-    running, most = 0, 0
-    stop = asyncio.Event()
-
-    async def handler(delivery: Delivery) -> None:
-        nonlocal running, most
-        running += 1
-        most = max(most, running)
-        try:
-            await asyncio.sleep(0.05)  # slow work: the others proceed meanwhile
-            document_id = delivery.package.document_id
-            if document_id == packages[0].document_id and not failed:
-                failed.append((document_id, delivery.redelivered))
-                raise RuntimeError("the application failed once")
-            handled.append(document_id)
-            if len(handled) == len(packages):
-                stop.set()
-        finally:
-            running -= 1
-
-    async with gateway(broker, H41) as recipient:
-        await asyncio.wait_for(recipient.serve(inbox, handler, stop=stop), timeout=5)
-        await broker.join()
-    assert sorted(handled, key=str) == sorted((p.document_id for p in packages), key=str)
-    assert failed == [(packages[0].document_id, False)]  # then handled on redelivery
-    assert most > 1
-    answered = [status.document_id for _, status in statuses(broker)]
-    assert len(answered) == len(packages) + 1  # 01 again for the redelivered one
-    assert set(answered) == {p.document_id for p in packages}
-    assert broker.depth(inbox) == broker.depth(topology.QUARANTINE) == 0
 
 
 def test_a_gateway_takes_a_url_or_a_transport() -> None:
