@@ -1,7 +1,8 @@
 """The gateway SDK on the in-memory broker: what it publishes, what it answers, what it drops.
 
-The same on a real RabbitMQ (confirms, permissions, the validator between) is in
-tests/pipeline/test_routing.py and test_cli_messaging.py.
+The SDK through the whole backbone, in memory and on RabbitMQ alike, is tests/bodies/sdk.py;
+on RabbitMQ only (confirms, permissions), tests/pipeline/test_cli_messaging.py and
+test_contract.py.
 """
 
 from __future__ import annotations
