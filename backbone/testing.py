@@ -21,7 +21,8 @@ fail) only a real RabbitMQ can prove: those tests live in ``tests/pipeline``.
 
     broker = MemoryBroker()
     broker.declare_inbox("000.00.00.H41")
-    async with validator(transport=broker.transport("backbone")).running():
+    validator = Validator.from_settings(settings, transport=broker.transport("backbone"))
+    async with validator.running():
         async with broker.transport(SENDER).connect() as connection:
             await connection.publish(topology.SUBMIT, Outgoing(body, SENDER, user_id=SENDER))
         await broker.join()
@@ -90,7 +91,6 @@ class _Consumer:
     handler: Handler
     prefetch: int
     held: int = 0  # unsettled deliveries it took
-    active: bool = True
 
     @property
     def queue(self) -> _Queue:
@@ -152,7 +152,9 @@ class _Subscription:
 
     async def cancel(self) -> None:
         """No new deliveries; what it holds stays unsettled, as on RabbitMQ."""
-        self._consumer.active = False
+        consumers = self._consumer.queue.consumers
+        if self._consumer in consumers:
+            consumers.remove(self._consumer)
 
 
 class MemoryConnection:
@@ -352,9 +354,7 @@ class MemoryBroker:
             return False
         if any(c.unsettled for conn in self.connections for c in conn.channels.values()):
             return False
-        return not any(
-            queue.ready and any(c.active for c in queue.consumers) for queue in self.queues.values()
-        )
+        return not any(queue.ready and queue.consumers for queue in self.queues.values())
 
     def _closed(self, connection: MemoryConnection) -> None:
         self.connections.remove(connection)
@@ -408,7 +408,7 @@ class MemoryBroker:
     def _wake(self, queue: _Queue) -> None:
         """Hand ready messages to consumers with room, round robin, each in a task."""
         while queue.ready:
-            ready = [c for c in queue.consumers if c.active and c.held < c.prefetch]
+            ready = [c for c in queue.consumers if c.held < c.prefetch]
             if not ready:
                 break
             consumer = ready[queue.turn % len(ready)]

@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import events, lifecycle
 from ..broker import topology
-from ..broker.amqp import AmqpTransport
 from ..broker.transport import Connection, Incoming, Transport
 from ..config import Settings
 from ..edxml.paths import SENDER
@@ -41,8 +39,8 @@ from ..safe import derived_id, printable
 from ..store import Store
 from ..store import tracking as queries
 from ..store.models import Delivery, Document
-from .publisher import Publisher, Signer, load_signer
-from .worker import Worker
+from .publisher import Signer, load_signer
+from .worker import TRANSIENT, Worker
 
 DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not recorded yet
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
@@ -61,10 +59,6 @@ class _Item:
     @property
     def size(self) -> int:
         return len(self.message.body)
-
-    def final(self, deferrals: int) -> bool:
-        """No more waiting: judge it now."""
-        return self.attempts >= deferrals
 
 
 @dataclass
@@ -98,16 +92,12 @@ class Tracker(Worker):
         batch: int = 1000,
         prefetch: int = PREFETCH,
     ) -> None:
-        super().__init__(transport or AmqpTransport(settings.amqp_url), prefetch, [store])
-        self.settings = settings
+        super().__init__(settings, signer, transport=transport, prefetch=prefetch, stores=[store])
         self.store = store
-        self.signer = signer
-        self.publisher: Publisher | None = None
         self.batch = batch
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
         self._deferred = 0  # items waiting to be tried again (unacked, older tags)
-        self._stopping = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.byte_budget = BYTE_BUDGET
         self.deferrals: tuple[float, ...] = DEFERRALS  # seconds between a status's tries
@@ -133,16 +123,13 @@ class Tracker(Worker):
         return self._held
 
     async def started(self, connection: Connection) -> None:
-        self.publisher = Publisher(connection, self.settings, self.signer)
-        await self.publisher.ready()
-        self._stopping.clear()
+        await super().started(connection)
         self._loop = asyncio.create_task(self._record_loop())
 
     async def stopping(self) -> None:
         """Record what was received, then return (what still waits for its routing stays
         unacked, and is redelivered at the next start)."""
-        self._stopping.set()
-        self._arrived.set()
+        self._arrived.set()  # stop_consuming() came first: the loop ends once it is empty
         if self._loop is not None:
             await self._loop
 
@@ -150,7 +137,7 @@ class Tracker(Worker):
         """Batches until stopped; a fault it cannot wait out fails the worker, so that the
         tracker never looks alive while it records nothing."""
         try:
-            while not (self._stopping.is_set() and not self._pending):
+            while not (self._closing and not self._pending):
                 items = await self._take()
                 if items:
                     await self._record_isolated(items)
@@ -173,15 +160,9 @@ class Tracker(Worker):
 
     @property
     def _resumable(self) -> bool:
-        """Paused, not stopping, and what is held is down to half the budget."""
-        return not (self.consuming or self._stopping.is_set()) and (
-            self._held <= self.byte_budget // 2
-        )
-
-    @property
-    def _publisher(self) -> Publisher:
-        assert self.publisher is not None, "publishing outside running()"
-        return self.publisher
+        """Paused, and what is held is down to half the budget (``resume`` does nothing
+        once the worker is stopping)."""
+        return not self.consuming and self._held <= self.byte_budget // 2
 
     async def handle(self, message: Incoming) -> None:
         try:
@@ -249,7 +230,7 @@ class Tracker(Worker):
                     deferred, outgoing = await self._apply(session, items)
                     await self._publish(outgoing)  # before the commit: at least once
                 break
-            except (SQLAlchemyError, OSError, BrokerError) as exc:
+            except TRANSIENT as exc:
                 if isinstance(exc, BrokerError):
                     broker_faults += 1
                     if broker_faults > BROKER_RETRIES:
@@ -273,14 +254,16 @@ class Tracker(Worker):
         try:
             if done and not self._deferred and not any(i.attempts for i in self._pending):
                 # nothing older is unacked: one frame acknowledges the whole batch
-                await max(done, key=lambda i: i.message.delivery_tag or 0).message.ack(
-                    multiple=True
-                )
+                await max(done, key=lambda i: i.message.delivery_tag).message.ack(multiple=True)
             else:
                 for item in done:
                     await item.message.ack()
         except BrokerError as exc:  # recorded already: the redelivery is skipped by event id
             self.log.warning("could not ack; the events will be redelivered", error=repr(exc))
+
+    def _may_wait(self, item: _Item) -> bool:
+        """May this status wait for its routing once more, or is it judged now?"""
+        return item.attempts < len(self.deferrals)
 
     def _readd(self, item: _Item) -> None:
         self._deferred -= 1
@@ -290,11 +273,11 @@ class Tracker(Worker):
         """All at once: the broker's confirms come back pipelined."""
         await asyncio.gather(
             *(
-                self._publisher.deliver(body, to, headers, message_id, "status")
+                self.publisher.deliver(body, to, headers, message_id, "status")
                 for body, to, headers, message_id in outgoing.forwards
             ),
             *(
-                self._publisher.reject(to, document_id, "tracker", issue, rejected_id)
+                self.publisher.reject(to, document_id, "tracker", issue, rejected_id)
                 for to, document_id, issue, rejected_id in outgoing.rejections
             ),
         )
@@ -352,7 +335,7 @@ class Tracker(Worker):
         recall = code == lifecycle.RECALL
         document = documents.get((reporter if recall else event.addressee, event.document_id))
         if document is None:
-            if not item.final(len(self.deferrals)):
+            if self._may_wait(item):
                 return None
             return self._refuse(
                 event,
@@ -367,7 +350,7 @@ class Tracker(Worker):
                 if pk == document.id and event.addressee in (reporter, r)
             ]
             if not targets:
-                if not item.final(len(self.deferrals)):
+                if self._may_wait(item):
                     return None
                 return self._refuse(
                     event, document.id, "a recall names no recipient of the document", outgoing
@@ -378,7 +361,7 @@ class Tracker(Worker):
             return _row(event, document.id, Kind.STATUS.value)
         delivery = deliveries.get((document.id, reporter))
         if delivery is None:
-            if not item.final(len(self.deferrals)):
+            if self._may_wait(item):
                 return None
             return self._refuse(
                 event,
@@ -543,8 +526,8 @@ async def _documents(session: AsyncSession, batch: list[Event]) -> dict[tuple[st
         if isinstance(e, StatusEvent):
             keys.add((e.addressee, e.document_id))
             keys.add((e.reporter, e.document_id))
-    backbone_ids = {_backbone_id(e) for e in batch} - {None}
-    return await queries.documents(session, (b for b in backbone_ids if b), keys)
+    backbone_ids = {b for e in batch if (b := _backbone_id(e))}
+    return await queries.documents(session, backbone_ids, keys)
 
 
 def _backbone_id(event: Event) -> str | None:

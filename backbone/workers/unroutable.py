@@ -12,14 +12,13 @@ import contextlib
 
 from ..agency import AgencyCode
 from ..broker import topology
-from ..broker.amqp import AmqpTransport
-from ..broker.transport import Connection, Incoming, Transport
+from ..broker.transport import Incoming, Transport
 from ..config import Settings
 from ..edxml.paths import RECIPIENT
 from ..errors import BrokerError, ErrorCode, Issue
 from ..events import UndeliverableEvent
 from ..safe import derived_id, printable
-from .publisher import Publisher, Signer
+from .publisher import Signer
 from .worker import Worker
 
 PREFETCH = 32
@@ -36,14 +35,7 @@ class Unroutable(Worker):
     def __init__(
         self, settings: Settings, signer: Signer | None, *, transport: Transport | None = None
     ) -> None:
-        super().__init__(transport or AmqpTransport(settings.amqp_url), PREFETCH)
-        self.settings = settings
-        self.signer = signer
-        self.publisher: Publisher | None = None
-
-    async def started(self, connection: Connection) -> None:
-        self.publisher = Publisher(connection, self.settings, self.signer)
-        await self.publisher.ready()
+        super().__init__(settings, signer, transport=transport, prefetch=PREFETCH)
 
     async def handle(self, message: Incoming) -> None:
         """Report it, then dead-letter it into the quarantine (kept for a replay)."""
@@ -69,7 +61,6 @@ class Unroutable(Worker):
         sender = _text(headers.get("x-sender"), 13) or ""
         document_id = _text(headers.get("x-edxml-document-id"), 255)
         recipient = printable(message.routing_key, 60) or ""
-        assert self.publisher is not None, "reporting outside running()"
         bound = self.log.bind(backbone_id=backbone_id, document_id=document_id, agency=recipient)
         if message.type != "edoc" or backbone_id is None:
             bound.warning("a status found no queue; quarantined", kind=printable(message.type))

@@ -18,8 +18,7 @@ from typing import Any
 from .. import edxml, signing
 from ..agency import AgencyCode
 from ..broker import topology
-from ..broker.amqp import AmqpTransport
-from ..broker.transport import Connection, Incoming, Transport
+from ..broker.transport import Incoming, Transport
 from ..config import Settings
 from ..edxml.rules import TIMESTAMP_FORMAT
 from ..errors import TrustConfigError
@@ -29,7 +28,7 @@ from ..safe import printable
 from ..store import Store
 from .acceptances import Acceptances
 from .checks import Accepted, Check, Checks, Rejection, Submission
-from .publisher import Publisher, Signer, load_signer
+from .publisher import Signer, load_signer
 from .worker import TRANSIENT, Worker, settle
 
 TRANSIENT_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between in-place retries
@@ -55,13 +54,10 @@ class Validator(Worker):
         transport: Transport | None = None,
         prefetch: int = PREFETCH,
     ) -> None:
-        super().__init__(transport or AmqpTransport(settings.amqp_url), prefetch, [store])
-        self.settings = settings
+        super().__init__(settings, signer, transport=transport, prefetch=prefetch, stores=[store])
         self.store = store
         self.registry = registry
-        self.signer = signer
         self.checks = Checks(settings, registry, verifier, Acceptances(store))
-        self.publisher: Publisher | None = None
 
     @classmethod
     def from_settings(
@@ -89,10 +85,6 @@ class Validator(Worker):
             transport=transport,
             prefetch=prefetch,
         )
-
-    async def started(self, connection: Connection) -> None:
-        self.publisher = Publisher(connection, self.settings, self.signer)
-        await self.publisher.ready()
 
     async def handle(self, message: Incoming) -> None:
         """Process one submission; ack after its outputs are confirmed.
@@ -147,11 +139,6 @@ class Validator(Worker):
                 kind=accepted.package.kind,
             )
 
-    @property
-    def _publisher(self) -> Publisher:
-        assert self.publisher is not None, "publishing outside running()"
-        return self.publisher
-
     async def route(self, message: Incoming, accepted: Accepted) -> None:
         package = accepted.package
         if isinstance(package, edxml.StatusPackage):
@@ -169,7 +156,7 @@ class Validator(Worker):
         backbone_id, sender = accepted.backbone_id, package.sender or ""
         message_id = printable(message.message_id)
         recipients = list(dict.fromkeys(r or "" for r in package.recipients))
-        publisher = self._publisher
+        publisher = self.publisher
         # all in flight at once: the confirms come back together, in publish order
         _, *delivered = await asyncio.gather(
             publisher.event(
@@ -205,7 +192,7 @@ class Validator(Worker):
     async def _route_status(self, message: Incoming, package: edxml.StatusPackage) -> None:
         """Hand the status to the tracker, which checks who reported it and forwards it."""
         header = package.header
-        await self._publisher.event(
+        await self.publisher.event(
             StatusEvent(
                 addressee=header.response_for.organ_id,
                 reporter=package.sender or "",
@@ -224,7 +211,7 @@ class Validator(Worker):
         issue = rejection.issue
         sender = message.routing_key or ""
         document_id = _document_id(rejection.package)
-        await self._publisher.event(
+        await self.publisher.event(
             RejectedEvent(
                 sender=sender,
                 document_id=document_id,
@@ -238,7 +225,7 @@ class Validator(Worker):
         )
         if not AgencyCode.is_valid(sender):
             return  # no inbox to tell: the event is the record
-        await self._publisher.reject(
+        await self.publisher.reject(
             sender,
             document_id or f"message:{printable(message.message_id)}",
             rejection.check.value,

@@ -20,10 +20,13 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..broker.amqp import AmqpTransport
 from ..broker.transport import Connection, Consumer, Incoming, Transport
+from ..config import Settings
 from ..errors import BrokerError, BrokerRefused
 from ..logs import get_logger
 from ..store import Store
+from .publisher import Publisher, Signer
 
 # what a worker waits out instead of giving up on a message: the database or the broker
 # gone for a while
@@ -33,17 +36,29 @@ CANCEL_TIMEOUT = 5.0  # then seconds for the cancelled ones to let go of their c
 
 
 class Worker:
-    """A consumer of ``queue``: subclasses give ``handle`` (called for each message, in a
+    """A consumer of ``queue`` that publishes as the backbone (``publisher``, from the
+    moment it is connected): subclasses give ``handle`` (called for each message, in a
     task of its own) and, if they need them, ``started`` and ``stopping``."""
 
     queue: ClassVar[str]
     name: ClassVar[str]
     required: ClassVar[bool] = True  # False: a queue it may not read is logged, not fatal
 
-    def __init__(self, transport: Transport, prefetch: int, stores: Sequence[Store] = ()) -> None:
-        self.transport = transport
+    def __init__(
+        self,
+        settings: Settings,
+        signer: Signer | None,
+        *,
+        transport: Transport | None,
+        prefetch: int,
+        stores: Sequence[Store] = (),
+    ) -> None:
+        self.settings = settings
+        self.signer = signer
+        self.transport = transport or AmqpTransport(settings.amqp_url)
         self.prefetch = prefetch
         self.stores = list(stores)
+        self._publisher: Publisher | None = None
         self.log = get_logger(f"backbone.{self.name}")
         self._connection: Connection | None = None
         self._consumer: Consumer | None = None
@@ -56,7 +71,14 @@ class Worker:
         raise NotImplementedError
 
     async def started(self, connection: Connection) -> None:
-        """Connected, not consuming yet."""
+        """Connected, not consuming yet: its publisher ready (the exchanges exist)."""
+        self._publisher = Publisher(connection, self.settings, self.signer)
+        await self._publisher.ready()
+
+    @property
+    def publisher(self) -> Publisher:
+        assert self._publisher is not None, "publishing outside running()"
+        return self._publisher
 
     async def stopping(self) -> None:
         """The consumer is cancelled; finish what is buffered."""
@@ -78,7 +100,7 @@ class Worker:
                     await self.stopping()
                     await self._finish_in_flight()
         finally:
-            self._connection = None
+            self._connection = self._publisher = None
             for store in self.stores:
                 await store.close()
             self.log.info(f"{self.name} stopped")

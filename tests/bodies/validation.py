@@ -97,9 +97,14 @@ async def rejected(world: World, check: str, code: str) -> Received:
 Submit = Callable[[World], Awaitable[None]]
 
 
-def _good(world: World, **fields: object) -> bytes:
+def _good(world: World, signer: str = "G22", **fields: object) -> bytes:
     fields.setdefault("recipients", [RECIPIENTS[0]])
-    return world.signers["G22"].sign(document(**fields))
+    return world.signers[signer].sign(document(**fields))
+
+
+def _signed_by(signer: str) -> Submit:
+    """A good package signed with one of the test PKI's unfit certificates."""
+    return lambda world: world.submit(_good(world, signer))
 
 
 async def _too_large(world: World) -> None:
@@ -164,36 +169,12 @@ CASES: dict[str, tuple[str, str, Submit]] = {
         "unsigned",
         lambda w: w.submit(edxml.build(document(recipients=[RECIPIENTS[0]]))),
     ),
-    "untrusted": (
-        "5-signature",
-        "untrusted-chain",
-        lambda w: w.submit(w.signers["other-ca"].sign(document(recipients=[RECIPIENTS[0]]))),
-    ),
-    "revoked": (
-        "5-signature",
-        "certificate-revoked",
-        lambda w: w.submit(w.signers["revoked"].sign(document(recipients=[RECIPIENTS[0]]))),
-    ),
-    "expired": (
-        "5-signature",
-        "certificate-expired",
-        lambda w: w.submit(w.signers["expired"].sign(document(recipients=[RECIPIENTS[0]]))),
-    ),
-    "not-yet-valid": (
-        "5-signature",
-        "certificate-not-yet-valid",
-        lambda w: w.submit(w.signers["future"].sign(document(recipients=[RECIPIENTS[0]]))),
-    ),
-    "not-for-signing": (
-        "5-signature",
-        "bad-key-usage",
-        lambda w: w.submit(w.signers["no-signing"].sign(document(recipients=[RECIPIENTS[0]]))),
-    ),
-    "another-agency's-key": (
-        "5-signature",
-        "wrong-agency",
-        lambda w: w.submit(w.signers["H41"].sign(document(recipients=[RECIPIENTS[0]]))),
-    ),
+    "untrusted": ("5-signature", "untrusted-chain", _signed_by("other-ca")),
+    "revoked": ("5-signature", "certificate-revoked", _signed_by("revoked")),
+    "expired": ("5-signature", "certificate-expired", _signed_by("expired")),
+    "not-yet-valid": ("5-signature", "certificate-not-yet-valid", _signed_by("future")),
+    "not-for-signing": ("5-signature", "bad-key-usage", _signed_by("no-signing")),
+    "another-agency's-key": ("5-signature", "wrong-agency", _signed_by("H41")),
     "unknown-recipient": (
         "7-recipients",
         "unknown-recipient",

@@ -37,6 +37,7 @@ from backbone.workers.worker import Worker
 from ..conftest import SENDER, Signer
 from ..databases import migrated
 from ..worlds import Received, World
+from .helpers import ready_count
 
 PASSWORD = "secret"
 WORKERS = "backbone"  # the workers' user in every test's virtual host
@@ -84,20 +85,6 @@ class Pipeline:
     async def stop(self, name: str) -> None:
         """Stop the worker called ``name`` (a test that runs it as a process instead)."""
         await self.running.pop(name).aclose()
-
-    async def until_queued(self, queue: str, count: int) -> None:
-        """Until ``count`` messages wait in ``queue`` (its consumers stopped)."""
-        connection = await aio_pika.connect(self.url())
-        try:
-            channel = await connection.channel()
-            for _ in range(int(WAIT / 0.05)):
-                declared = await channel.declare_queue(queue, passive=True)
-                if (declared.declaration_result.message_count or 0) >= count:
-                    return
-                await asyncio.sleep(0.05)
-        finally:
-            await connection.close()
-        raise AssertionError(f"{queue} did not reach {count} messages in {WAIT} s")
 
     def url(self, user: str = "guest") -> str:
         """The test's virtual host as ``user`` (guest: the administrator)."""
@@ -287,14 +274,8 @@ class RealWorld(World):
         return found
 
     async def empty(self, *queues: str) -> None:
-        connection = await aio_pika.connect(self.pipeline.url())
-        try:
-            channel = await connection.channel()
-            for queue in queues:
-                declared = await channel.declare_queue(queue, passive=True)
-                assert declared.declaration_result.message_count == 0, queue
-        finally:
-            await connection.close()
+        for queue in queues:
+            assert await ready_count(self.pipeline.url(), queue) == 0, queue
 
     async def until(self, check: Callable[[], Awaitable[bool]], what: str) -> None:
         deadline = asyncio.get_running_loop().time() + WAIT

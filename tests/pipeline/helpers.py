@@ -1,9 +1,13 @@
 """What the real-broker tests share: publishing as a gateway would, draining a queue (with
-the SDK or raw), and the rejection a sender gets back."""
+the SDK or raw), counting what waits in one, waiting for a condition, and the rejection a
+sender gets back."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from typing import TYPE_CHECKING
 
 import aio_pika
 
@@ -12,7 +16,9 @@ from backbone.broker import topology
 from backbone.client import AsyncGateway, Delivery
 
 from ..conftest import SENDER
-from .conftest import Pipeline
+
+if TYPE_CHECKING:
+    from .conftest import Pipeline
 
 RECIPIENTS = ("000.00.00.H41", "000.00.15.H41", "000.00.00.H14")
 
@@ -80,3 +86,22 @@ async def raw_drain(pipeline: Pipeline, queue: str) -> list[tuple[bytes, dict[st
     finally:
         await connection.close()
     return found
+
+
+async def ready_count(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return int(declared.declaration_result.message_count or 0)
+    finally:
+        await connection.close()
+
+
+async def wait_for(predicate: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("timed out")

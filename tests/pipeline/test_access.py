@@ -28,8 +28,7 @@ from backbone.broker import topology
 from ..conftest import SENDER, Signer
 from ..worlds import document
 from .conftest import PASSWORD, WORKERS, Pipeline
-from .helpers import drain, rejection
-from .test_reliability import ready_count, wait_for
+from .helpers import drain, ready_count, rejection, wait_for
 
 pytestmark = pytest.mark.pipeline
 A, B = SENDER, "000.00.00.H41"  # two agencies with users of their own

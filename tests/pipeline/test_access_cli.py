@@ -25,6 +25,7 @@ from backbone.config import get_settings
 from ..conftest import SENDER
 from ..worlds import document
 from .conftest import WORKERS, Invoke, Pipeline
+from .helpers import ready_count, wait_for
 from .test_access import (
     channel_of,
     connection_refused,
@@ -32,7 +33,6 @@ from .test_access import (
     publish,
     watched_connection,
 )
-from .test_reliability import ready_count, wait_for
 
 pytestmark = pytest.mark.pipeline
 

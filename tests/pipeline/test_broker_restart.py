@@ -19,8 +19,7 @@ from backbone.broker.mgmt import Management
 
 from ..conftest import SENDER, make_document
 from .conftest import Broker, Pipeline
-from .helpers import submit
-from .test_reliability import ready_count, wait_for
+from .helpers import ready_count, submit, wait_for
 
 pytestmark = pytest.mark.pipeline
 RECIPIENT = "000.00.00.H41"

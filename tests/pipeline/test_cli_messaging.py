@@ -31,7 +31,7 @@ from backbone.config import get_settings
 from ..conftest import SENDER, Signer
 from ..worlds import document
 from .conftest import PASSWORD, Pipeline
-from .test_reliability import ready_count, wait_for
+from .helpers import ready_count, wait_for
 
 pytestmark = pytest.mark.pipeline
 H41 = "000.00.00.H41"

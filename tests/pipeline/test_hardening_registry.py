@@ -22,10 +22,9 @@ from backbone.store.models import Delivery
 from ..conftest import SENDER
 from ..worlds import document
 from .conftest import Invoke, Pipeline
-from .helpers import drain
+from .helpers import drain, ready_count, wait_for
 from .test_access import channel_of, consume_one
 from .test_access_cli import fresh_code, password_in
-from .test_reliability import ready_count, wait_for
 
 pytestmark = pytest.mark.pipeline
 README = Path(__file__).resolve().parents[2] / "README.md"

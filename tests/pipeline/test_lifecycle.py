@@ -17,6 +17,7 @@ from ..bodies.lifecycle import A, current
 from ..conftest import SENDER, make_document
 from ..databases import migrated, postgres_unreachable
 from .conftest import RealWorld
+from .helpers import ready_count, wait_for
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,7 +39,12 @@ async def test_a_status_before_its_routing_is_recorded_waits_for_it(world: RealW
     await world.submit(world.signers["G22"].sign(package))
     await world.received(topology.inbox(A), 1)  # routed: its events wait for the tracker
     await world.report(package, A, "01")
-    await world.pipeline.until_queued(topology.TRACKER, 3)  # accepted, routed, the status
+    url = world.pipeline.url()
+
+    async def queued() -> bool:  # accepted, routed, the status: waiting for the tracker
+        return await ready_count(url, topology.TRACKER) >= 3
+
+    await wait_for(queued, 20)
     # the tracker comes back: routing and status arrive together, the status may come first
     world.tracker = Tracker.from_settings(world.settings)
     await world.pipeline.start(world.tracker)

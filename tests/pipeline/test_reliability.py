@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -22,20 +20,10 @@ from backbone.workers.checks import Accepted, Submission
 
 from ..conftest import SENDER, make_document
 from .conftest import Pipeline
-from .helpers import raw_drain, submit
+from .helpers import raw_drain, ready_count, submit, wait_for
 
 pytestmark = pytest.mark.pipeline
 RAW, SDK = "000.00.00.H41", "000.00.00.H14"  # one inbox read raw, one through the SDK
-
-
-async def ready_count(url: str, queue: str) -> int:
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return int(declared.declaration_result.message_count or 0)
-    finally:
-        await connection.close()
 
 
 def start_validator(pipeline: Pipeline, log: Path | None = None) -> subprocess.Popen[bytes]:
@@ -66,15 +54,6 @@ def start_validator(pipeline: Pipeline, log: Path | None = None) -> subprocess.P
 def warnings_in(log: Path) -> list[str]:
     """What a validator's log says went wrong (for an assertion's message)."""
     return [line for line in log.read_text().splitlines() if '"level": "info"' not in line][-10:]
-
-
-async def wait_for(predicate: object, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("timed out")
 
 
 async def test_a_validator_killed_mid_stream_loses_nothing(

@@ -18,7 +18,7 @@ from backbone.store.models import Delivery, Document, EventRecord
 
 from ..databases import admin, migrated, postgres_unreachable
 from .conftest import Pipeline
-from .test_reliability import wait_for
+from .helpers import wait_for
 
 pytestmark = pytest.mark.pipeline
 RECIPIENTS = ("000.00.00.H41", "000.00.00.H14")

@@ -31,10 +31,10 @@ from rich.table import Table
 from signxml.verifier import XMLVerifier
 
 from ... import edxml, signing
-from ...edxml.factory import File, new_document
 from ...edxml.limits import DEFAULT_LIMITS
 from ...errors import PackageError
 from .. import Progress
+from .parse import sample_package
 
 SECONDS = 1.0  # per measurement
 SIZES = {"8 KB": 5_200, "100 KB": 74_000, "1 MB": 760_000}  # attachment bytes per package
@@ -118,15 +118,7 @@ def run(seconds: float, progress: Progress) -> dict[str, Any]:
         results: dict[str, dict[str, dict[str, float]]] = {}
         namespaces: dict[str, dict[str, Any]] = {}
         for label, attachment in SIZES.items():
-            package = new_document(
-                sender="000.00.00.G22",
-                recipients=["000.00.00.H41", "000.03.15.H41"],
-                subject="V/v kết nối, liên thông phần mềm quản lý văn bản",
-                number="7816",
-                notation="VPCP-TTĐT",
-                files=[File("cong-van.pdf", os.urandom(attachment), "application/pdf")],
-            )
-            unsigned = edxml.build(package)
+            unsigned = sample_package(os.urandom(attachment))
             signed = signing.sign(unsigned, key, chain)
             operations: dict[str, Callable[[], object]] = {
                 "sign": partial(signing.sign, unsigned, key, chain),
