@@ -1,10 +1,17 @@
 """Lifecycle events: what the workers announce on backbone.events for the tracker.
 
 One model per kind, each with the fields that kind has and no other, told apart by
-``kind`` (a tagged union: :data:`Event`, read by :func:`parse`). The JSON on the wire is
-the same as before the kinds were typed (schemas/asyncapi.yaml, kind by kind): a status
-still carries its reporter as ``recipient`` and the agency its ResponseFor names as
-``sender``, under clearer names here.
+``kind`` (a tagged union: :data:`Event`). They travel several to a message, as an
+:class:`EventBatch` (``event.batch``): a worker publishes what its handlers produced while
+the previous batch was being confirmed, so a busy worker sends one message for many
+documents and an idle one waits for nothing. An accepted document carries the outcome of
+each copy (``routed``, ``undeliverable``), one event where there were one per copy.
+
+:func:`messages` reads a message body either way: a batch, or one event alone, as workers
+before batching published them (and the unroutable consumer still does), so a tracker
+upgraded first records what older validators send. A status carries its reporter as
+``recipient`` and the agency its ResponseFor names as ``sender`` on the wire, under clearer
+names here (schemas/asyncapi.yaml, kind by kind).
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .safe import derived_id
+
 
 class Kind(StrEnum):
-    ACCEPTED = "accepted"  # a document passed every check
+    ACCEPTED = "accepted"  # a document passed every check (and its copies, where it says)
     ROUTED = "routed"  # one recipient's copy was published (confirmed)
     UNDELIVERABLE = "undeliverable"  # one recipient's copy matched no inbox
     REJECTED = "rejected"  # a submission failed a check; never routed
@@ -34,7 +43,7 @@ class _Event(BaseModel):
 
     model_config = ConfigDict(frozen=True, populate_by_name=True)
 
-    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, max_length=64)
     recorded_at: datetime = Field(default_factory=_now)  # as the backbone saw it
     message_id: str | None = None  # of the submission it came from
 
@@ -43,16 +52,44 @@ class _Event(BaseModel):
 
 
 class AcceptedEvent(_Event):
-    """A document passed every check; its copies follow, one event each."""
+    """A document passed every check, and its copies were published: confirmed and routed
+    to ``routed``, returned for ``undeliverable``. (Both empty: an event from before
+    batching, whose copies follow one event each.)"""
 
     kind: Literal[Kind.ACCEPTED] = Kind.ACCEPTED
     backbone_id: str
     sender: str
     document_id: str
+    routed: tuple[str, ...] = ()
+    undeliverable: tuple[str, ...] = ()
+
+    def copies(self) -> list[RoutedEvent | UndeliverableEvent]:
+        """Each copy as the event of its own it replaces, with an id derived from this
+        event's (so recording them stays idempotent; ``<event_id>:<n>``)."""
+        fields = {
+            "backbone_id": self.backbone_id,
+            "sender": self.sender,
+            "document_id": self.document_id,
+            "message_id": self.message_id,
+            "recorded_at": self.recorded_at,
+        }
+        return [
+            kind(event_id=_copy_id(self.event_id, n), recipient=recipient, **fields)
+            for n, (kind, recipient) in enumerate(
+                [(RoutedEvent, r) for r in self.routed]
+                + [(UndeliverableEvent, r) for r in self.undeliverable]
+            )
+        ]
 
     @property
     def agency(self) -> str:
         return self.sender
+
+
+def _copy_id(event_id: str, n: int) -> str:
+    """``<event_id>:<n>``, hashed instead where that would pass 64 characters."""
+    copy = f"{event_id}:{n}"
+    return copy if len(copy) <= 64 else derived_id("copy", event_id, str(n))
 
 
 class RoutedEvent(_Event):
@@ -129,27 +166,63 @@ Event = Annotated[
     AcceptedEvent | RoutedEvent | UndeliverableEvent | RejectedEvent | StatusEvent,
     Field(discriminator="kind"),
 ]
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+BATCH: Literal["batch"] = "batch"  # a batch message's kind, type and routing key's tail
+MAX_BATCH = 500  # events per message: a few hundred KB with statuses' packages at most
+
+
+class EventBatch(BaseModel):
+    """Several events in one message; the tracker records them in one transaction."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["batch"] = BATCH
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH)
+
+    def body(self) -> bytes:
+        events = b",".join(event.body() for event in self.events)
+        return b'{"kind":"batch","events":[' + events + b"]}"
+
+
+_MESSAGE: TypeAdapter[Event | EventBatch] = TypeAdapter(
+    Annotated[
+        AcceptedEvent | RoutedEvent | UndeliverableEvent | RejectedEvent | StatusEvent | EventBatch,
+        Field(discriminator="kind"),
+    ]
+)
+
+
+def messages(body: bytes) -> list[Event]:
+    """The events in a message body (a batch, or one event alone); pydantic's
+    ValidationError if it holds none."""
+    parsed = _MESSAGE.validate_json(body)
+    return parsed.events if isinstance(parsed, EventBatch) else [parsed]
 
 
 def parse(body: bytes) -> Event:
-    """The event in a message body; pydantic's ValidationError if it is none."""
+    """The one event in a message body; pydantic's ValidationError if it is none."""
     return _EVENT.validate_json(body)
 
 
-def routing_key(event: Event) -> str:
-    """``event.<kind>`` on backbone.events."""
-    return f"event.{event.kind.value}"
+_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def routing_key(event: Event | EventBatch) -> str:
+    """``event.<kind>`` on backbone.events (``event.batch`` for a batch)."""
+    return f"event.{BATCH if isinstance(event, EventBatch) else event.kind.value}"
 
 
 __all__ = [
+    "BATCH",
+    "MAX_BATCH",
     "AcceptedEvent",
     "Event",
+    "EventBatch",
     "Kind",
     "RejectedEvent",
     "RoutedEvent",
     "StatusEvent",
     "UndeliverableEvent",
+    "messages",
     "parse",
     "routing_key",
 ]

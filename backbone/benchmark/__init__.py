@@ -4,7 +4,9 @@ In one run, on one broker (a private node unless URLs are given):
 
 1. the baseline: one aio-pika producer and one consumer moving persistent, confirmed
    messages of the package size through one quorum queue, as fast as they can;
-2. for each number of validator processes: a fresh database, the validators and the tracker
+2. the plumbing floor: the four passages a document and its 01 need (submit, deliver,
+   status, forward) through minimal relays with no checks (:mod:`._floor`);
+3. for each number of validator processes: a fresh database, the validators and the tracker
    started as ``backbone run`` starts them, the recipients' SDKs in a process of their own
    answering status 01, and the senders' SDKs submitting pre-signed packages: a warm-up,
    then all at once (the maximum), then paced at half that maximum (the latency that
@@ -34,7 +36,7 @@ from ..edxml.factory import document_id_for
 from ..signing.pki import KeyType
 from ..store import migrate
 from ..workers.validator import PREFETCH
-from . import _baseline, _report, _world
+from . import _baseline, _floor, _report, _world
 from ._run import Configuration, Package, Phase, stamp
 
 KiB = 1024
@@ -140,6 +142,9 @@ def _measure(
     progress(f"baseline: {count} messages of {size} B through a quorum queue", None)
     baseline = _baseline.run(world.url(), size, count, broker_pgid)
     baseline_latency = _report.percentiles(baseline.pop("latencies_ms"))
+    progress(f"plumbing floor: {count} documents and their statuses, four hops, no checks", None)
+    floor = _floor.run(world.url(), size, count, options.prefetch, broker_pgid)
+    floor_latency = _report.percentiles(floor.pop("latencies_ms"))
 
     rows, distributions = [], {}
     for processes in options.processes:
@@ -176,8 +181,10 @@ def _measure(
         },
         "cores": os.cpu_count() or 1,
         "baseline": {**baseline, "latency_ms": baseline_latency},
+        "plumbing_floor": {**floor, "latency_ms": floor_latency},
         "configurations": rows,
     }
+    _report.add_ratios(report)
     out = _report.save(report, options.results)
     report["saved"] = str(out)
     if options.plot:

@@ -129,6 +129,20 @@ class Workers:
         for worker in self.running:
             worker.mark()
 
+    def complaints(self, most: int = 5) -> str:
+        """The last warnings and errors each worker logged, one line each, for a report of
+        why a run is stuck."""
+        lines = []
+        for worker in self.running:
+            log = self.logs / f"{worker.name}.log"
+            said = [
+                line
+                for line in log.read_text(errors="replace").splitlines()
+                if any(mark in line for mark in ('"warning"', '"error"', " WARNING ", " ERROR "))
+            ]
+            lines += [f"\n  {worker.name}: {line[:300]}" for line in said[-most:]]
+        return "".join(lines)
+
     def peaks(self) -> dict[str, float]:
         return {worker.name: peak_mib(worker.pid) for worker in self.running}
 

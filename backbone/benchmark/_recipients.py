@@ -17,7 +17,11 @@ Arrivals = dict[tuple[str, str], float]  # (DocumentId, recipient) -> monotonic 
 
 
 async def _serve(
-    agencies: dict[str, tuple[str, str, str]], prefetch: int, ready: Any, stop_signal: Any
+    agencies: dict[str, tuple[str, str, str]],
+    prefetch: int,
+    ready: Any,
+    stop_signal: Any,
+    count: Any,
 ) -> Arrivals:
     arrived: Arrivals = {}
     stop = asyncio.Event()
@@ -35,6 +39,8 @@ async def _serve(
     def handler_for(gateway: AsyncGateway) -> Any:
         async def answer(delivery: Delivery) -> None:
             arrived[(delivery.package.document_id or "", gateway.username)] = time.monotonic()
+            with count.get_lock():
+                count.value += 1
             await gateway.send_status(delivery, "01", "Đã đến")
 
         return answer
@@ -55,9 +61,11 @@ async def _serve(
         ]
         await asyncio.sleep(0.2)  # the consumers are registered
         ready.set()
-        await asyncio.to_thread(stop_signal.wait)
+        stopping = asyncio.ensure_future(asyncio.to_thread(stop_signal.wait))
+        await asyncio.wait([stopping, *serving], return_when=asyncio.FIRST_COMPLETED)
         stop.set()
-        await asyncio.gather(*serving)
+        await asyncio.gather(*serving)  # a consumer that failed ends the process with its error
+        await stopping
     finally:
         for gateway in gateways:
             await gateway.__aexit__(None, None, None)
@@ -65,9 +73,14 @@ async def _serve(
 
 
 def _main(
-    agencies: dict[str, tuple[str, str, str]], prefetch: int, ready: Any, stop: Any, out: Any
+    agencies: dict[str, tuple[str, str, str]],
+    prefetch: int,
+    ready: Any,
+    stop: Any,
+    out: Any,
+    count: Any,
 ) -> None:
-    out.put(asyncio.run(_serve(agencies, prefetch, ready, stop)))
+    out.put(asyncio.run(_serve(agencies, prefetch, ready, stop, count)))
 
 
 @dataclass
@@ -80,9 +93,10 @@ class Recipients:
     def start(self) -> None:
         context = multiprocessing.get_context("spawn")
         self._ready, self._stop, self._out = context.Event(), context.Event(), context.Queue()
+        self._count = context.Value("q", 0)
         self.process = context.Process(
             target=_main,
-            args=(self.agencies, self.prefetch, self._ready, self._stop, self._out),
+            args=(self.agencies, self.prefetch, self._ready, self._stop, self._out, self._count),
             daemon=True,
         )
         self.process.start()
@@ -93,6 +107,17 @@ class Recipients:
     @property
     def pid(self) -> int:
         return int(self.process.pid or 0)
+
+    @property
+    def arrived(self) -> int:
+        """Packages in the recipients' hands so far."""
+        return int(self._count.value)
+
+    def check_alive(self) -> None:
+        if not self.process.is_alive():
+            raise RuntimeError(
+                f"the recipients' process exited ({self.process.exitcode}); its error is above"
+            )
 
     def stop(self) -> Arrivals:
         self._stop.set()

@@ -13,9 +13,8 @@ from rich.table import Table
 from ._run import Phase
 
 RESULTS = Path("bench-results")  # where the reports go unless told: beside, not in, the source
-GOAL_PER_SECOND = 1000  # signed 8 KB documents a second, end to end, two validators
-GOAL_RATIO = 0.40
-GOAL_P99_MS = 250.0
+GOAL_RATIO = 0.6  # of the plumbing floor, two validators
+GOAL_P99_MS = 250.0  # send to 01 recorded, at half the maximum load
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -24,14 +23,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "count": 0}
     if len(values) == 1:
         return {"p50": values[0], "p95": values[0], "p99": values[0], "max": values[0], "count": 1}
-    cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {
-        "p50": cuts[49],
-        "p95": cuts[94],
-        "p99": cuts[98],
-        "max": max(values),
-        "count": len(values),
-    }
+    top = max(values)
+    # interpolation between the two largest values can overshoot the larger by a rounding error
+    cuts = [min(cut, top) for cut in statistics.quantiles(values, n=100, method="inclusive")]
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": top, "count": len(values)}
 
 
 def latencies_ms(phase: Phase) -> dict[str, list[float]]:
@@ -47,10 +42,15 @@ def latencies_ms(phase: Phase) -> dict[str, list[float]]:
     return {"delivered": delivered, "recorded": recorded}
 
 
+SERVER = ("validator", "tracker", "broker", "PostgreSQL")  # what production runs centrally
+
+
 def summarize(phase: Phase) -> dict[str, Any]:
     documents = len(phase.packages)
     lat = latencies_ms(phase)
     workers = sum(v for k, v in phase.cpu.items() if k.startswith(("validator", "tracker")))
+    server = sum(v for k, v in phase.cpu.items() if k.startswith(SERVER))
+    client = sum(v for k, v in phase.cpu.items() if not k.startswith(SERVER))
     return {
         "documents": documents,
         "copies": len(phase.pairs),
@@ -66,6 +66,24 @@ def summarize(phase: Phase) -> dict[str, Any]:
             "all": sum(phase.cpu.values()) / documents,
             **{name: seconds / documents for name, seconds in phase.cpu.items()},
         },
+        # the broker's share is known only on a private node (its process group)
+        "server_cpu_seconds_per_document": server / documents if "broker" in phase.cpu else None,
+        "client_cpu_seconds_per_document": client / documents,
+    }
+
+
+def add_ratios(report: dict[str, Any]) -> None:
+    """Each measured load as a fraction of the plumbing floor and of the one-hop baseline,
+    both measured in the same run; the server's CPU per document at full load, in sum."""
+    floor, one_hop = report["plumbing_floor"]["per_second"], report["baseline"]["per_second"]
+    for row in report["configurations"]:
+        for figures in (row["max"], row.get("half")):
+            if figures is not None:
+                figures["ratio_to_floor"] = figures["documents_per_second"] / floor
+                figures["ratio_to_one_hop"] = figures["documents_per_second"] / one_hop
+    report["server_cpu_seconds_per_document"] = {
+        str(row["validators"]): row["max"]["server_cpu_seconds_per_document"]
+        for row in report["configurations"]
     }
 
 
@@ -82,14 +100,28 @@ def render(report: dict[str, Any], console: Console) -> None:
             else ")"
         )
     )
+    floor = report["plumbing_floor"]
+    console.print(
+        f"[bold]Plumbing floor[/bold]: the same four passages a document and its 01 need, "
+        f"minimal relays, no checks: [bold]{floor['per_second']:,.0f} documents/s[/bold] "
+        f"(p50 {floor['latency_ms']['p50']:.0f} ms, p99 {floor['latency_ms']['p99']:.0f} ms"
+        + (
+            f"; server CPU {floor['server_cpu_seconds_per_document'] * 1000:.2f} ms/doc, "
+            f"clients {floor['client_cpu_seconds_per_document'] * 1000:.2f})"
+            if floor.get("server_cpu_seconds_per_document") is not None
+            else ")"
+        )
+    )
     table = Table(
         "validators",
         "load",
         "docs/s",
-        "× baseline",
+        "× floor",
+        "× one hop",
         "(a) delivered p50/p95/p99 ms",
         "(b) 01 recorded p50/p95/p99 ms",
-        "workers CPU ms/doc",
+        "server CPU ms/doc",
+        "clients CPU ms/doc",
         title=(
             f"Backbone end to end: signed {options['size']} B packages with one attachment, "
             f"{options['recipients']} recipient(s) each, database {options['database']}"
@@ -108,10 +140,12 @@ def render(report: dict[str, Any], console: Console) -> None:
                 str(row["validators"]),
                 load,
                 f"{figures['documents_per_second']:,.0f}",
-                f"{figures['documents_per_second'] / baseline['per_second']:.2f}",
+                f"{figures['ratio_to_floor']:.2f}",
+                f"{figures['ratio_to_one_hop']:.2f}",
                 _three(figures["latency_ms"]["delivered"]),
                 _three(figures["latency_ms"]["recorded"]),
-                f"{figures['cpu_seconds_per_document']['workers'] * 1000:.2f}",
+                _ms(figures["server_cpu_seconds_per_document"]),
+                _ms(figures["client_cpu_seconds_per_document"]),
             )
     console.print(table)
     cores = report["cores"]
@@ -126,6 +160,16 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"  CPU ms per document at full load: {cpu}; all {spent['all'] * 1000:.2f}, so "
             f"{cores} cores allow at most {cores / spent['all']:,.0f} documents/s"
         )
+        server = row["max"]["server_cpu_seconds_per_document"]
+        if server:
+            console.print(
+                f"  server side (broker, validators, tracker) {server * 1000:.2f} ms/doc: "
+                f"{1 / server:,.0f} documents/s per server core, with the agencies elsewhere"
+            )
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1000:.2f}"
 
 
 def _three(figures: dict[str, float]) -> str:
@@ -161,9 +205,13 @@ def plot(
         label="backbone, documents/s end to end",
     )
     left.axhline(
-        report["baseline"]["per_second"], color="grey", linestyle="--", label="bare broker"
+        report["baseline"]["per_second"], color="grey", linestyle="--", label="bare broker, one hop"
     )
-    left.axhline(GOAL_PER_SECOND, color="green", linestyle=":", label="goal (2 validators)")
+    floor = report["plumbing_floor"]["per_second"]
+    left.axhline(floor, color="black", linestyle="--", label="plumbing floor, four hops")
+    left.axhline(
+        GOAL_RATIO * floor, color="green", linestyle=":", label=f"goal: {GOAL_RATIO} × floor"
+    )
     left.set_xticks(processes)
     left.set_xlabel("validator processes")
     left.set_ylabel("per second")

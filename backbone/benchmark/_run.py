@@ -154,11 +154,11 @@ class Configuration:
             gateway = AsyncGateway(world.url(code), username=code)
             self.senders[code] = await stack.enter_async_context(gateway)
         self.watcher = Watcher(self.settings.database_url)
-        watching = asyncio.create_task(self.watcher.run())
+        self.watching = asyncio.create_task(self.watcher.run())
 
         async def stop_watching() -> None:
             await self.watcher.close()
-            await watching
+            await self.watching
 
         stack.push_async_callback(stop_watching)
 
@@ -210,6 +210,10 @@ class Configuration:
         while done < len(expected):
             await asyncio.sleep(0.05)
             self.workers.check_alive()
+            self.recipients.check_alive()
+            if self.watching.done():  # it ends only when told, or on an error: raise it
+                self.watching.result()
+                raise RuntimeError("the watcher stopped polling the store")
             if self.watcher.rejections:
                 raise RuntimeError(
                     f"the backbone rejected a benchmark package: {self.watcher.rejections[0]}"
@@ -221,7 +225,9 @@ class Configuration:
             elif time.monotonic() - last_progress > STALL:
                 raise RuntimeError(
                     f"{name}: {done} of {len(expected)} statuses 01 recorded, none for "
-                    f"{STALL:.0f} s; the workers' logs are in {self.logs}"
+                    f"{STALL:.0f} s; {len(phase.sent)} sent, {self.recipients.arrived} in the "
+                    f"recipients' hands in all; the workers' logs are in {self.logs}"
+                    + self.workers.complaints()
                 )
             if sending.done() and sending.exception() is not None:
                 raise sending.exception()  # type: ignore[misc]

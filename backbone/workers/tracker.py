@@ -1,7 +1,9 @@
 """The tracker: the one writer of lifecycle state, fed by backbone.events.
 
-Events are recorded in batches, one transaction each, idempotently by event id, and acked
-only after the commit. Statuses are checked (the reporter received the document, or sent
+Events arrive several to a message (:class:`~backbone.events.EventBatch`, or one alone
+from older workers), are recorded in batches, one transaction each, idempotently by event
+id, and a message is acked once all its events are committed (acks coalesced by
+:class:`.acks.Acks`). Statuses are checked (the reporter received the document, or sent
 it, for a recall), applied by the rules of :mod:`backbone.lifecycle`, and forwarded: to the
 original sender, or for a recall to the recipients. A status whose document or routing the
 tracker has not seen yet is retried a few times before it is judged. If the database goes
@@ -39,6 +41,7 @@ from ..safe import derived_id, printable
 from ..store import Store
 from ..store import tracking as queries
 from ..store.models import Delivery, Document
+from .acks import Acks
 from .publisher import Signer, load_signer
 from .worker import TRANSIENT, Worker
 
@@ -50,15 +53,24 @@ BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker sto
 RESUME_PAUSE = 1.0  # seconds before consuming is tried again when the broker refused it
 
 
-@dataclass
-class _Item:
+@dataclass(eq=False)
+class _Held:
+    """A message received, and how many of its events are still to be recorded."""
+
     message: Incoming
-    event: Event
-    attempts: int = 0
+    open: int
+    rejected: bool = False  # quarantined: settled, never acked
 
     @property
     def size(self) -> int:
         return len(self.message.body)
+
+
+@dataclass(eq=False)
+class _Item:
+    held: _Held
+    event: Event
+    attempts: int = 0
 
 
 @dataclass
@@ -97,12 +109,12 @@ class Tracker(Worker):
         self.batch = batch
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
-        self._deferred = 0  # items waiting to be tried again (unacked, older tags)
         self._loop: asyncio.Task[None] | None = None
         self.byte_budget = BYTE_BUDGET
         self.deferrals: tuple[float, ...] = DEFERRALS  # seconds between a status's tries
         self._held = 0  # bytes of the events received and not yet settled
         self.pauses = 0  # times the byte budget stopped the deliveries
+        self.acks = Acks()
 
     @classmethod
     def from_settings(
@@ -166,7 +178,7 @@ class Tracker(Worker):
 
     async def handle(self, message: Incoming) -> None:
         try:
-            event = events.parse(message.body)
+            batch = events.messages(message.body)
         except ValidationError as exc:
             self.log.error(
                 "not an event; quarantined",
@@ -176,8 +188,11 @@ class Tracker(Worker):
             with contextlib.suppress(BrokerError):
                 await message.reject(requeue=False)  # dead-lettered to the quarantine
             return
-        self._held += len(message.body)
-        self._add(_Item(message, event))
+        held = _Held(message, len(batch))
+        self._held += held.size
+        self.acks.arrived(message)
+        for event in batch:
+            self._add(_Item(held, event))
 
     def _add(self, item: _Item) -> None:
         self._pending.append(item)
@@ -215,9 +230,13 @@ class Tracker(Worker):
                     agency=printable(item.event.agency, 20),
                     exc_info=True,
                 )
-                with contextlib.suppress(BrokerError):
-                    await item.message.reject(requeue=False)  # dead-lettered
-                self._held -= item.size
+                held = item.held
+                if not held.rejected:  # the whole message, its other events with it
+                    held.rejected = True
+                    self.acks.settled(held.message)
+                    with contextlib.suppress(BrokerError):
+                        await held.message.reject(requeue=False)  # dead-lettered
+                await self._finished([item])
 
     async def _record(self, items: list[_Item]) -> None:
         """Record and forward a batch; a database outage is waited out, a broker fault
@@ -247,27 +266,26 @@ class Tracker(Worker):
         waiting = {id(d) for d in deferred}
         for item in deferred:
             item.attempts += 1
-            self._deferred += 1
-            loop.call_later(self.deferrals[item.attempts - 1], self._readd, item)
-        done = [item for item in items if id(item) not in waiting]
-        self._held -= sum(item.size for item in done)
-        try:
-            if done and not self._deferred and not any(i.attempts for i in self._pending):
-                # nothing older is unacked: one frame acknowledges the whole batch
-                await max(done, key=lambda i: i.message.delivery_tag).message.ack(multiple=True)
-            else:
-                for item in done:
-                    await item.message.ack()
-        except BrokerError as exc:  # recorded already: the redelivery is skipped by event id
-            self.log.warning("could not ack; the events will be redelivered", error=repr(exc))
+            loop.call_later(self.deferrals[item.attempts - 1], self._add, item)
+        await self._finished([item for item in items if id(item) not in waiting])
+
+    async def _finished(self, items: list[_Item]) -> None:
+        """These events are recorded (or quarantined): ack each message all of whose
+        events are, with the earlier ones where the order allows."""
+        complete = []
+        for item in items:
+            held = item.held
+            held.open -= 1
+            if held.open == 0:
+                self._held -= held.size
+                if not held.rejected:
+                    complete.append(held.message)
+        if complete:
+            await self.acks.done(*complete)
 
     def _may_wait(self, item: _Item) -> bool:
         """May this status wait for its routing once more, or is it judged now?"""
         return item.attempts < len(self.deferrals)
-
-    def _readd(self, item: _Item) -> None:
-        self._deferred -= 1
-        self._add(item)
 
     async def _publish(self, outgoing: _Outgoing) -> None:
         """All at once: the broker's confirms come back pipelined."""
@@ -301,12 +319,12 @@ class Tracker(Worker):
         # Transport first (routing precedes any status about it), new deliveries in bulk.
         created: dict[tuple[str, str], dict[str, object]] = {}
         for item in fresh:
-            event = item.event
-            if isinstance(event, StatusEvent):
+            if isinstance(item.event, StatusEvent):
                 continue
-            rows.append(_row(event, _backbone_id(event), event.kind.value))
-            if isinstance(event, RoutedEvent | UndeliverableEvent):
-                _transport(deliveries, created, event)
+            for event in _with_copies(item.event):
+                rows.append(_row(event, _backbone_id(event), event.kind.value))
+                if isinstance(event, RoutedEvent | UndeliverableEvent):
+                    _transport(deliveries, created, event)
         if created:
             await queries.add_deliveries(session, list(created.values()))
             deliveries = await queries.deliveries(session, pks)
@@ -416,6 +434,12 @@ async def _after_final(
     else:
         final_at = await queries.first_status_at(session, delivery, delivery.status_code)
     return final_at is None or event.occurred_at > final_at
+
+
+def _with_copies(event: Event) -> list[Event]:
+    """An accepted document and its copies, each recorded as the event of its own it was
+    before events were batched."""
+    return [event, *event.copies()] if isinstance(event, AcceptedEvent) else [event]
 
 
 def _row(event: Event, document_pk: str | None, kind: str) -> dict[str, object]:

@@ -1,11 +1,11 @@
 """The validator: every submission is checked (:mod:`.checks`), then routed to its
 recipients or rejected.
 
-Outcomes: routed (one confirmed publish per recipient to edoc.deliver, events
-``accepted`` and ``routed``), or rejected (event ``rejected`` and a status package 02 in the
-sender's inbox naming the check, element and value). The input is acked only once all it
-produced is confirmed; transient failures are retried in place, and past the delivery
-limit the broker moves the message to ``backbone.quarantine``.
+Outcomes: routed (one confirmed publish per recipient to edoc.deliver, then one event
+``accepted`` naming the copies routed and undeliverable), or rejected (event ``rejected``
+and a status package 02 in the sender's inbox naming the check, element and value). The
+input is acked only once all it produced is confirmed; transient failures are retried in
+place, and past the delivery limit the broker moves the message to ``backbone.quarantine``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..broker.transport import Incoming, Transport
 from ..config import Settings
 from ..edxml.rules import TIMESTAMP_FORMAT
 from ..errors import TrustConfigError
-from ..events import AcceptedEvent, RejectedEvent, RoutedEvent, StatusEvent, UndeliverableEvent
+from ..events import AcceptedEvent, RejectedEvent, StatusEvent
 from ..registry import Registry
 from ..safe import printable
 from ..store import Store
@@ -156,36 +156,24 @@ class Validator(Worker):
         backbone_id, sender = accepted.backbone_id, package.sender or ""
         message_id = printable(message.message_id)
         recipients = list(dict.fromkeys(r or "" for r in package.recipients))
-        publisher = self.publisher
         # all in flight at once: the confirms come back together, in publish order
-        _, *delivered = await asyncio.gather(
-            publisher.event(
-                AcceptedEvent(
-                    backbone_id=backbone_id,
-                    sender=sender,
-                    document_id=package.document_id,
-                    message_id=message_id,
-                )
-            ),
+        delivered = await asyncio.gather(
             *(
-                publisher.deliver(
+                self.publisher.deliver(
                     message.body, recipient, headers, f"{accepted.backbone_id}:{recipient}", "edoc"
                 )
                 for recipient in recipients
-            ),
+            )
         )
-        await asyncio.gather(
-            *(
-                publisher.event(
-                    (RoutedEvent if ok else UndeliverableEvent)(
-                        backbone_id=backbone_id,
-                        sender=sender,
-                        document_id=package.document_id,
-                        recipient=recipient,
-                        message_id=message_id,
-                    )
-                )
-                for recipient, ok in zip(recipients, delivered, strict=True)
+        outcomes = list(zip(recipients, delivered, strict=True))
+        await self.publisher.event(
+            AcceptedEvent(
+                backbone_id=backbone_id,
+                sender=sender,
+                document_id=package.document_id,
+                message_id=message_id,
+                routed=tuple(r for r, ok in outcomes if ok),
+                undeliverable=tuple(r for r, ok in outcomes if not ok),
             )
         )
 

@@ -59,3 +59,42 @@ def test_a_status_keeps_its_wire_names() -> None:
 def test_what_is_not_an_event_is_refused(body: bytes) -> None:
     with pytest.raises(ValidationError):
         events.parse(body)
+
+
+def test_a_batch_reads_back_as_its_events_and_one_event_alone_as_itself() -> None:
+    batch = events.EventBatch(events=EXAMPLES)
+    assert events.messages(batch.body()) == EXAMPLES
+    assert events.routing_key(batch) == "event.batch"
+    assert events.messages(EXAMPLES[0].body()) == [EXAMPLES[0]]  # as workers before batching
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"kind": "batch", "events": []}', b'{"kind": "batch"}', b'{"kind": "batch", "events": [1]}'],
+)
+def test_a_batch_of_nothing_or_of_no_events_is_refused(body: bytes) -> None:
+    with pytest.raises(ValidationError):
+        events.messages(body)
+
+
+def test_the_contract_documents_the_batch_and_the_copies_of_an_accepted_document() -> None:
+    spec = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "schemas" / "asyncapi.yaml").read_text()
+    )
+    payload = spec["components"]["messages"]["eventBatch"]["payload"]
+    assert payload["properties"]["events"]["maxItems"] == events.MAX_BATCH
+    assert {"batch", "event"} <= set(spec["channels"]["tracker"]["messages"])
+    accepted = events.AcceptedEvent(
+        backbone_id="b", sender="s", document_id="d", routed=("r1", "r2"), undeliverable=("r3",)
+    )
+    copies = accepted.copies()
+    assert [(type(c).__name__, c.recipient) for c in copies] == [
+        ("RoutedEvent", "r1"),
+        ("RoutedEvent", "r2"),
+        ("UndeliverableEvent", "r3"),
+    ]
+    assert [c.event_id for c in copies] == [f"{accepted.event_id}:{n}" for n in range(3)]
+    longest = events.AcceptedEvent(
+        event_id="x" * 64, backbone_id="b", sender="s", document_id="d", routed=("r",)
+    )
+    assert len(longest.copies()[0].event_id) <= 64  # hashed: the column holds 64

@@ -7,14 +7,16 @@ import asyncio
 
 import pytest
 
+from backbone import events
 from backbone.broker import topology
+from backbone.broker.transport import Outgoing
 from backbone.errors import BrokerRefused
 from backbone.testing import MemoryBroker
 from backbone.workers.supervisor import serve
 from backbone.workers.tracker import Tracker
 from backbone.workers.validator import Validator
 
-from ..bodies.lifecycle import A
+from ..bodies.lifecycle import A, B
 from ..conftest import SENDER
 from ..worlds import document
 from .conftest import MemoryWorld
@@ -37,6 +39,7 @@ async def test_the_tracker_pauses_at_its_byte_budget_resumes_and_settles_everyth
         await world.routed(package, A)
     assert world.tracker.pauses >= 1
     assert world.tracker.held == 0
+    assert world.validator.publisher.batches < len(packages)  # events travel several to one
 
 
 async def test_a_worker_whose_own_task_dies_ends_serve_with_its_error(
@@ -71,3 +74,50 @@ async def test_a_tracker_that_cannot_consume_fails_and_leaves_no_loop_behind(
         async with tracker.running():
             pass
     assert tracker._loop is not None and tracker._loop.done()
+
+
+async def test_the_tracker_records_what_validators_from_before_batching_send(
+    world: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """During an upgrade, validators not yet upgraded publish one event per message, and
+    an accepted document's copies as routed events of their own: the tracker records
+    them as before (routing, statuses, forwarding)."""
+    publisher = world.validator.publisher
+    sent_alone: list[str] = []
+
+    async def one_by_one(*batch: events.Event) -> None:
+        for event in batch:
+            if isinstance(event, events.AcceptedEvent):
+                copies = event.copies()
+                event = event.model_copy(update={"routed": (), "undeliverable": ()})
+                await publish_alone(event)
+                for copy in copies:
+                    await publish_alone(copy)
+            else:
+                await publish_alone(event)
+
+    async def publish_alone(event: events.Event) -> None:
+        sent_alone.append(event.kind.value)
+        await publisher.connection.publish(
+            topology.EVENTS,
+            Outgoing(
+                event.body(),
+                events.routing_key(event),
+                message_id=event.event_id,
+                type=event.kind.value,
+                content_type="application/json",
+            ),
+        )
+
+    monkeypatch.setattr(publisher, "event", one_by_one)
+    for code in (SENDER, A, B):
+        await world.add_agency(code)
+    package = document(recipients=[A, B])
+    await world.submit(world.signers["G22"].sign(package))
+    await world.routed(package, A, B)
+    await world.report(package, A, "01")
+    await world.recorded(package, 1)
+    (forwarded,) = await world.received(topology.inbox(SENDER), 1)
+    assert forwarded.status_code == "01"
+    assert sent_alone == ["accepted", "routed", "routed", "status"]
+    assert publisher.batches == 0  # nothing went out as a batch
