@@ -8,8 +8,8 @@ documents and an idle one waits for nothing. An accepted document carries the ou
 each copy (``routed``, ``undeliverable``), one event where there were one per copy.
 
 :func:`messages` reads a message body either way: a batch, or one event alone, as workers
-before batching published them (and the unroutable consumer still does), so a tracker
-upgraded first records what older validators send. A status carries its reporter as
+before batching published them, so a tracker upgraded first records what older workers
+send. A status carries its reporter as
 ``recipient`` and the agency its ResponseFor names as ``sender`` on the wire, under clearer
 names here (schemas/asyncapi.yaml, kind by kind).
 """

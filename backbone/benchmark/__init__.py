@@ -75,6 +75,7 @@ class Options:
     prefetch: int = PREFETCH
     key_type: KeyType = "rsa"
     half_load: bool = True
+    backlog: int = 0  # documents queued while the validators are stopped, then drained
     amqp_url: str | None = None  # an administrator's; with mgmt_url, instead of a private node
     mgmt_url: str | None = None
     results: Path = _report.RESULTS
@@ -126,11 +127,11 @@ def _measure(
     attachment = _world.attachment_for(world, options.size)
     count = options.documents
     half = count // 2 if options.half_load else 0
-    batches = _jobs(world, options, [options.warm_up, count, half])
+    batches = _jobs(world, options, [options.warm_up, count, half, options.backlog])
     total = sum(len(b) for b in batches)
     advance = progress(f"signing {total} packages (the senders' work, before the clock)", total)
     bodies = iter(_world.sign_all(world, [j for b in batches for j in b], attachment, advance))
-    warm, full, paced = (
+    warm, full, paced, backlog = (
         [
             Package(document_id_for(s, date.today(), n, _world.NOTATION), s, to, next(bodies))
             for s, to, n in batch
@@ -160,7 +161,7 @@ def _measure(
                     processes,
                     broker_pgid,
                     workdir,
-                    (warm, full, paced),
+                    (warm, full, paced, backlog),
                     progress,
                 )
             )
@@ -217,10 +218,10 @@ async def _configuration(
     processes: int,
     broker_pgid: int | None,
     workdir: Path,
-    batches: tuple[list[Package], list[Package], list[Package]],
+    batches: tuple[list[Package], list[Package], list[Package], list[Package]],
     progress: Progress,
 ) -> tuple[dict[str, Any], dict[str, list[float]] | None]:
-    warm, full, paced = batches
+    warm, full, paced, backlog = batches
     progress(f"{processes} validator(s): starting the workers", None)
     configuration = Configuration(
         world,
@@ -255,7 +256,16 @@ async def _configuration(
                 )
             )
         peaks = configuration.peaks()
-        stamp(phases, await configuration.arrivals())
+        drained, drain_peaks = None, None
+        if backlog:
+            copies = sum(len(p.recipients) for p in backlog)
+            drained = await configuration.backlog(
+                "backlog",
+                backlog,
+                progress(f"{processes} validator(s): a backlog of {len(backlog):,}", copies),
+            )
+            drain_peaks = configuration.peaks()
+        stamp([*phases, *([drained] if drained else [])], await configuration.arrivals())
     row: dict[str, Any] = {
         "validators": processes,
         "max": _report.summarize(phases[0]),
@@ -263,6 +273,8 @@ async def _configuration(
         "peak_memory_mib": peaks,
         "logs": str(configuration.logs),
     }
+    if drained is not None:
+        row["backlog"] = _report.summarize(drained) | {"peak_memory_mib": drain_peaks}
     return row, _report.latencies_ms(phases[-1]) if len(phases) > 1 else None
 
 

@@ -100,15 +100,33 @@ class Workers:
     logs: Path
     running: list[Worker] = field(default_factory=list)
 
-    def start(self) -> None:
-        env = environment(self.settings)
-        commands = [("tracker", ["run", "tracker"])] + [
-            (f"validator-{n}", ["run", "validator", "--prefetch", str(self.prefetch)])
-            for n in range(1, self.processes + 1)
-        ]
+    def start(self, validators: bool = True) -> None:
+        """The tracker, and (unless told not to) the validators."""
         self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):  # a run before this one's
+            old.unlink()
+        self._start([("tracker", ["run", "tracker"])])
+        if validators:
+            self.start_validators()
+
+    def start_validators(self) -> None:
+        self._start(
+            [
+                (f"validator-{n}", ["run", "validator", "--prefetch", str(self.prefetch)])
+                for n in range(1, self.processes + 1)
+            ]
+        )
+
+    def stop_validators(self) -> None:
+        """Stop the validators as an operator does (SIGTERM), so that a backlog builds."""
+        validators = [w for w in self.running if w.name.startswith("validator")]
+        self._stop(validators)
+        self.running = [w for w in self.running if w not in validators]
+
+    def _start(self, commands: list[tuple[str, list[str]]]) -> None:
+        env = environment(self.settings)
         for name, arguments in commands:
-            with (self.logs / f"{name}.log").open("wb") as log:
+            with (self.logs / f"{name}.log").open("ab") as log:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "backbone", *arguments],
                     env=env,
@@ -150,13 +168,17 @@ class Workers:
         return {worker.name: worker.cpu_since_mark() for worker in self.running}
 
     def stop(self) -> None:
-        for worker in self.running:
+        self._stop(self.running)
+        self.running.clear()
+
+    @staticmethod
+    def _stop(workers: list[Worker]) -> None:
+        for worker in workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)
-        for worker in self.running:
+        for worker in workers:
             try:
                 worker.process.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
-        self.running.clear()

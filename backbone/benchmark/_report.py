@@ -160,6 +160,14 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"  CPU ms per document at full load: {cpu}; all {spent['all'] * 1000:.2f}, so "
             f"{cores} cores allow at most {cores / spent['all']:,.0f} documents/s"
         )
+        drained = row.get("backlog")
+        if drained is not None:
+            peaks = ", ".join(f"{k} {v:.0f}" for k, v in drained["peak_memory_mib"].items())
+            console.print(
+                f"  a backlog of {drained['documents']:,} queued with the validators stopped "
+                f"drained at {drained['documents_per_second']:,.0f} documents/s; peak memory "
+                f"MiB since: {peaks}"
+            )
         server = row["max"]["server_cpu_seconds_per_document"]
         if server:
             console.print(

@@ -49,6 +49,7 @@ class Phase:
     name: str
     packages: list[Package]
     offered: float | None  # documents a second; None: as fast as possible
+    drained_from: float | None = None  # a backlog: when the validators started on it
     sent: dict[str, float] = field(default_factory=dict)
     recorded: dict[tuple[str, str], float] = field(default_factory=dict)
     arrived: Arrivals = field(default_factory=dict)
@@ -60,8 +61,10 @@ class Phase:
 
     @property
     def seconds(self) -> float:
-        """From the first send to the last status 01 recorded."""
-        return max(self.recorded.values()) - min(self.sent.values())
+        """From the first send (or for a backlog, the validators' start) to the last status
+        01 recorded."""
+        start = self.drained_from if self.drained_from is not None else min(self.sent.values())
+        return max(self.recorded.values()) - start
 
 
 class Watcher:
@@ -205,7 +208,35 @@ class Configuration:
         phase = Phase(name, packages, offered)
         before = self._cpu()
         sending = asyncio.create_task(self._send(phase))
-        expected = phase.pairs
+        await self._until_recorded(phase, sending, advance)
+        after = self._cpu()
+        phase.cpu = {k: after[k] - before[k] for k in after}
+        phase.recorded = {pair: self.watcher.recorded[pair] for pair in phase.pairs}
+        return phase
+
+    async def backlog(
+        self, name: str, packages: list[Package], advance: Callable[[int], None] = lambda _: None
+    ) -> Phase:
+        """Queue ``packages`` while the validators are stopped, then start them and wait
+        until every status 01 is recorded: how fast a backlog drains, and in how much
+        memory (the validators' peak is then the drain's)."""
+        await asyncio.to_thread(self.workers.stop_validators)
+        phase = Phase(name, packages, None)
+        await self._send(phase)  # every one confirmed, waiting in backbone.validate
+        before = self._cpu()
+        phase.drained_from = time.monotonic()
+        await asyncio.to_thread(self.workers.start_validators)
+        await self._until_recorded(phase, None, advance)
+        after = self._cpu()
+        phase.cpu = {k: after[k] - before.get(k, 0.0) for k in after}
+        phase.recorded = {pair: self.watcher.recorded[pair] for pair in phase.pairs}
+        return phase
+
+    async def _until_recorded(
+        self, phase: Phase, sending: asyncio.Task[None] | None, advance: Callable[[int], None]
+    ) -> None:
+        """Until every recipient's status 01 is recorded (and ``sending`` has ended)."""
+        name, expected = phase.name, phase.pairs
         done, last_progress = 0, time.monotonic()
         while done < len(expected):
             await asyncio.sleep(0.05)
@@ -229,13 +260,10 @@ class Configuration:
                     f"recipients' hands in all; the workers' logs are in {self.logs}"
                     + self.workers.complaints()
                 )
-            if sending.done() and sending.exception() is not None:
+            if sending is not None and sending.done() and sending.exception() is not None:
                 raise sending.exception()  # type: ignore[misc]
-        await sending
-        after = self._cpu()
-        phase.cpu = {k: after[k] - before[k] for k in after}
-        phase.recorded = {pair: self.watcher.recorded[pair] for pair in expected}
-        return phase
+        if sending is not None:
+            await sending
 
     async def _send(self, phase: Phase) -> None:
         window = asyncio.Semaphore(IN_FLIGHT)

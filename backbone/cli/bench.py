@@ -121,6 +121,13 @@ def bench(
     half_load: Annotated[
         bool, typer.Option(help="Also measure latency at half the maximum load.")
     ] = True,
+    backlog: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Then queue this many with the validators stopped, and time the drain.",
+        ),
+    ] = 0,
     plot: Annotated[bool, typer.Option(help="Draw end-to-end.png beside the JSON.")] = True,
     results: Annotated[
         Path, typer.Option("--out", "--results", help="Where the JSON, plot and logs go.")
@@ -149,6 +156,7 @@ def bench(
         prefetch=prefetch,
         key_type=key_type,
         half_load=half_load,
+        backlog=backlog,
         amqp_url=amqp_url,
         mgmt_url=mgmt_url,
         results=results,

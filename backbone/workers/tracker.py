@@ -185,12 +185,12 @@ class Tracker(Worker):
                 error=str(exc)[:300],
                 message_id=printable(message.message_id),
             )
+            self.acks.settled(message)
             with contextlib.suppress(BrokerError):
                 await message.reject(requeue=False)  # dead-lettered to the quarantine
             return
         held = _Held(message, len(batch))
         self._held += held.size
-        self.acks.arrived(message)
         for event in batch:
             self._add(_Item(held, event))
 

@@ -43,8 +43,7 @@ class Unroutable(Worker):
             await self.report(message)
         except BrokerError as exc:  # not confirmed: the broker redelivers it
             self.log.warning("could not report an undeliverable copy; retried", error=str(exc))
-            with contextlib.suppress(BrokerError):  # a broken channel hands it back anyway
-                await message.nack(requeue=True)
+            await self.settle(message, requeue=True)
             return
         except Exception as exc:  # a bug or a hostile header: never hold the prefetch
             self.log.error(
@@ -52,6 +51,7 @@ class Unroutable(Worker):
                 error=repr(exc)[:300],
                 exc_info=True,
             )
+        self.acks.settled(message)
         with contextlib.suppress(BrokerError):
             await message.reject(requeue=False)
 

@@ -29,7 +29,7 @@ from ..store import Store
 from .acceptances import Acceptances
 from .checks import Accepted, Check, Checks, Rejection, Submission
 from .publisher import Signer, load_signer
-from .worker import TRANSIENT, Worker, settle
+from .worker import TRANSIENT, Worker
 
 TRANSIENT_PAUSES = (0.5, 1.0, 2.0, 4.0, 8.0)  # seconds between in-place retries
 # messages in flight per process: enough for the acceptances to be committed in groups
@@ -102,7 +102,7 @@ class Validator(Worker):
             except TRANSIENT as exc:
                 if pause is None:  # stopping too: what it holds it finishes (or STOP_TIMEOUT)
                     bound.warning("transient failure; handed back for redelivery", error=repr(exc))
-                    await settle(message, requeue=True)
+                    await self.settle(message, requeue=True)
                     return
                 bound.warning("transient failure; retrying", error=repr(exc), attempt=attempt)
                 await asyncio.sleep(pause)
@@ -112,10 +112,10 @@ class Validator(Worker):
                     error=repr(exc),
                     exc_info=True,
                 )
-                await settle(message, requeue=True)
+                await self.settle(message, requeue=True)
                 return
             else:
-                await settle(message)
+                await self.settle(message)
                 return
 
     async def _process(self, message: Incoming, bound: Any) -> None:

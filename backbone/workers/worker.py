@@ -26,6 +26,7 @@ from ..config import Settings
 from ..errors import BrokerError, BrokerRefused
 from ..logs import get_logger
 from ..store import Store
+from .acks import Acks
 from .publisher import Publisher, Signer
 
 # what a worker waits out instead of giving up on a message: the database or the broker
@@ -66,6 +67,7 @@ class Worker:
         self._closing = False  # no consuming again: the worker is stopping
         self._consume_lock = asyncio.Lock()  # one consumer at a time, whoever starts it
         self.failed: asyncio.Future[None] | None = None  # a task of its own died
+        self.acks = Acks()  # every delivery is registered here as it arrives
 
     async def handle(self, message: Incoming) -> None:
         raise NotImplementedError
@@ -153,6 +155,7 @@ class Worker:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        self.acks.arrived(message)
         try:
             await self.handle(message)
         finally:
@@ -177,18 +180,17 @@ class Worker:
                 task.cancel()
             await asyncio.wait(pending, timeout=CANCEL_TIMEOUT)
 
-
-async def settle(message: Incoming, requeue: bool | None = None) -> None:
-    """Ack (or nack for a retry); a lost channel means the broker redelivers anyway."""
-    try:
+    async def settle(self, message: Incoming, requeue: bool | None = None) -> None:
+        """Ack, with the earlier finished ones where the order allows (or nack for a
+        retry); a lost channel means the broker redelivers anyway."""
         if requeue is None:
-            await message.ack()
-        else:
+            await self.acks.done(message)
+            return
+        self.acks.settled(message)
+        try:
             await message.nack(requeue=requeue)
-    except BrokerError as exc:
-        get_logger("backbone.workers").warning(
-            "could not settle the message; the broker will redeliver it", error=str(exc)
-        )
+        except BrokerError as exc:
+            self.log.warning("could not hand the message back; the broker will", error=str(exc))
 
 
 def awaiting(task: asyncio.Task[Any]) -> str:

@@ -26,7 +26,7 @@ def test_the_benchmark_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) 
     # no URLs: it starts a private node of its own, as `make bench` does on a fresh machine,
     # and so can count the broker's CPU (its process group) in the server's share
     options = benchmark.Options(
-        count=12, warm_up=4, senders=2, recipients=2, processes=(1, 2), results=tmp_path
+        count=12, warm_up=4, senders=2, recipients=2, processes=(1, 2), backlog=5, results=tmp_path
     )
     steps: list[str] = []
 
@@ -75,6 +75,10 @@ def test_the_benchmark_runs_end_to_end_and_reports_sane_figures(tmp_path: Path) 
             assert figures["client_cpu_seconds_per_document"] > 0
         names = {f"validator-{n}" for n in range(1, row["validators"] + 1)} | {"tracker"}
         assert names <= set(row["peak_memory_mib"])
+        drained = row["backlog"]
+        assert (drained["documents"], drained["copies"]) == (5, 10)
+        assert drained["documents_per_second"] > 0
+        assert names <= set(drained["peak_memory_mib"])  # the restarted validators' own
         assert all(mib > 20 for mib in row["peak_memory_mib"].values())
     assert set(report["server_cpu_seconds_per_document"]) == {"1", "2"}
     assert (tmp_path / "end-to-end.png").stat().st_size > 10_000
