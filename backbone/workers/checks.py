@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
 from lxml import etree
 
@@ -31,6 +33,20 @@ from ..registry import Registry
 from ..safe import printable
 from ..store import repository as repo
 from .acceptances import Acceptances
+
+# below this many bytes a package is parsed and verified on the event loop: a thread's
+# handoff (a pool queue, a self-pipe wake-up, a callback) costs more than an 8 KB
+# package's work, and above it the loop keeps serving the other messages meanwhile
+INLINE_BELOW = 64 * 1024
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def _off_loop(size: int, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``work`` here if the package is small, else in a thread."""
+    if size < INLINE_BELOW:
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
 
 
 class Check(StrEnum):
@@ -164,9 +180,11 @@ class Checks:
             )
 
     async def parse(self, submission: Submission) -> tuple[etree._Element, edxml.Package]:
-        """2 and 3; CPU-heavy, so in a thread: the loop keeps serving the other messages."""
+        """2 and 3; CPU-heavy for a large package, so then in a thread."""
         try:
-            return await asyncio.to_thread(edxml.load_tree, submission.body, self.limits)
+            return await _off_loop(
+                len(submission.body), edxml.load_tree, submission.body, self.limits
+            )
         except InvalidPackage as exc:
             raise Rejection(Check.STRUCTURE, exc.issues[0]) from None
         except PackageError as exc:
@@ -215,8 +233,8 @@ class Checks:
     ) -> signing.Verified | None:
         """5: None for an unsigned status where status signatures are optional."""
         try:
-            verified = await asyncio.to_thread(
-                self.verifier.verify, submission.body, parsed=(tree, package)
+            verified = await _off_loop(
+                len(submission.body), self.verifier.verify, submission.body, parsed=(tree, package)
             )
         except SignatureError as exc:
             unsigned_status = (
