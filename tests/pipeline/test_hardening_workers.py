@@ -4,6 +4,7 @@ and fan-out, and a validator loop that keeps serving while a package is checked.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import uuid
 from pathlib import Path
@@ -15,9 +16,11 @@ from sqlalchemy import select
 
 from backbone import edxml, signing
 from backbone.broker import topology
+from backbone.edxml.factory import File
 from backbone.errors import BrokerRefused
 from backbone.events import Event, StatusEvent
 from backbone.store.models import EventRecord
+from backbone.workers.checks import INLINE_BELOW
 
 from ..conftest import SENDER, Signer, make_status
 from ..worlds import document
@@ -180,12 +183,14 @@ async def test_an_inactive_principal_is_refused_at_check_1_before_any_parse(
 async def test_a_small_package_completes_while_a_large_one_is_being_checked(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The parse runs off the loop: while the large package's parse is held, the small
-    one is routed. (On the loop, the held parse would stall everything until released.)"""
+    """A package past ``INLINE_BELOW`` is parsed off the loop: while its parse is held, the
+    small one is routed. (On the loop, the held parse would stall everything until released.)"""
     await agencies(pipeline)
     sign = pipeline.signers["G22"].sign
-    large = sign(document(recipients=[RECIPIENTS[0]]))  # its parse is held: as if large
+    pdf = File("cong-van.pdf", os.urandom(INLINE_BELOW), "application/pdf")
+    large = sign(document(recipients=[RECIPIENTS[0]], files=[pdf]))  # its parse is held
     small = sign(document(recipients=[RECIPIENTS[1]]))
+    assert len(large) >= INLINE_BELOW > len(small)
     gate, entered = threading.Event(), threading.Event()
     order: list[str] = []
     real = edxml.load_tree
