@@ -198,14 +198,6 @@ def messages(body: bytes) -> list[Event]:
     return parsed.events if isinstance(parsed, EventBatch) else [parsed]
 
 
-def parse(body: bytes) -> Event:
-    """The one event in a message body; pydantic's ValidationError if it is none."""
-    return _EVENT.validate_json(body)
-
-
-_EVENT: TypeAdapter[Event] = TypeAdapter(Event)
-
-
 def routing_key(event: Event | EventBatch) -> str:
     """``event.<kind>`` on backbone.events (``event.batch`` for a batch)."""
     return f"event.{BATCH if isinstance(event, EventBatch) else event.kind.value}"
@@ -223,6 +215,5 @@ __all__ = [
     "StatusEvent",
     "UndeliverableEvent",
     "messages",
-    "parse",
     "routing_key",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import queue
 import time
 from collections.abc import Callable
 from typing import Any
@@ -201,7 +202,7 @@ def _wait(out: Any, processes: dict[str, Any], timeout: float) -> dict[str, Any]
         try:
             result: dict[str, Any] = out.get(timeout=0.5)
             return result
-        except Exception:  # queue.Empty: not yet
+        except queue.Empty:  # not yet
             dead = [n for n, p in processes.items() if p.exitcode not in (None, 0)]
             if dead:
                 raise RuntimeError(f"the plumbing floor's {dead[0]} failed") from None

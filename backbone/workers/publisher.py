@@ -2,14 +2,14 @@
 confirmed by the broker before the input that produced it is acked.
 
 Shared by the validator, the tracker and the unroutable consumer, so that a rejection
-looks the same whoever refuses. Events go out in batches, by group publish: those that
-arrive while one batch is being confirmed go together in the next message, and each
-caller returns once the message holding its events is confirmed (or raises its failure).
+looks the same whoever refuses. Events go out in batches (:class:`.grouped.Grouped`):
+those that arrive while one batch is being confirmed go together in the next message, and
+each caller returns once the message holding its events is confirmed (or raises its
+failure).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -24,6 +24,7 @@ from ..errors import Issue
 from ..events import BATCH, MAX_BATCH, Event, EventBatch, routing_key
 from ..safe import derived_id, printable
 from ..signing.pki import PrivateKey
+from .grouped import Grouped
 
 Signer = tuple[PrivateKey, list[x509.Certificate]]
 
@@ -35,9 +36,12 @@ class Publisher:
         self.connection = connection
         self.settings = settings
         self.signer = signer
-        self._pending: list[tuple[Event, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
-        self.batches = 0  # event messages published
+        self._events = Grouped(self._publish_events, MAX_BATCH)
+
+    @property
+    def batches(self) -> int:
+        """Event messages published."""
+        return self._events.groups
 
     async def ready(self) -> None:
         """The exchanges it publishes to exist."""
@@ -68,46 +72,21 @@ class Publisher:
 
     async def event(self, *events: Event) -> None:
         """Publish ``events`` in the next batch; returns once it is confirmed."""
-        loop = asyncio.get_running_loop()
-        futures = []
-        for event in events:
-            future: asyncio.Future[None] = loop.create_future()
-            self._pending.append((event, future))
-            futures.append(future)
-        if self._flushing is None:
-            self._flushing = asyncio.create_task(self._flush())
-        await asyncio.gather(*futures)
+        await self._events(*events)
 
-    async def _flush(self) -> None:
-        batch: list[tuple[Event, asyncio.Future[None]]] = []
-        try:
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                message = EventBatch(events=[event for event, _ in batch])
-                try:
-                    await self.connection.publish(
-                        topology.EVENTS,
-                        Outgoing(
-                            message.body(),
-                            routing_key(message),
-                            message_id=batch[0][0].event_id,
-                            type=BATCH,
-                            content_type="application/json",
-                        ),
-                    )
-                except Exception as exc:  # each caller applies its own retry logic
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                else:
-                    self.batches += 1
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
-        finally:  # cancelled (the worker is stopping): nobody waits for ever
-            for _, future in batch + self._pending:
-                future.cancel()
-            self._pending, self._flushing = [], None
+    async def _publish_events(self, events: list[Event]) -> list[None]:
+        batch = EventBatch(events=events)
+        await self.connection.publish(
+            topology.EVENTS,
+            Outgoing(
+                batch.body(),
+                routing_key(batch),
+                message_id=events[0].event_id,
+                type=BATCH,
+                content_type="application/json",
+            ),
+        )
+        return [None] * len(events)
 
     async def reject(
         self, to: str, document_id: str, check: str, issue: Issue, message_id: str | None

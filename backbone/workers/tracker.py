@@ -3,11 +3,12 @@
 Events arrive several to a message (:class:`~backbone.events.EventBatch`, or one alone
 from older workers), are recorded in batches, one transaction each, idempotently by event
 id, and a message is acked once all its events are committed (acks coalesced by
-:class:`.acks.Acks`). Statuses are checked (the reporter received the document, or sent
-it, for a recall), applied by the rules of :mod:`backbone.lifecycle`, and forwarded: to the
-original sender, or for a recall to the recipients. A status whose document or routing the
-tracker has not seen yet is retried a few times before it is judged. If the database goes
-away, the same batch is retried with a growing pause: nothing acked is lost or reordered.
+:class:`.acks.Acks`, the Worker's). Statuses are checked (the reporter received the
+document, or sent it, for a recall), applied by the rules of :mod:`backbone.lifecycle`,
+and forwarded: to the original sender, or for a recall to the recipients. A status whose
+document or routing the tracker has not seen yet is retried a few times before it is
+judged. If the database goes away, the same batch is retried with a growing pause:
+nothing acked is lost or reordered.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from ..safe import derived_id, printable
 from ..store import Store
 from ..store import tracking as queries
 from ..store.models import Delivery, Document
-from .acks import Acks
 from .publisher import Signer, load_signer
 from .worker import TRANSIENT, Worker
 
@@ -114,7 +114,6 @@ class Tracker(Worker):
         self.deferrals: tuple[float, ...] = DEFERRALS  # seconds between a status's tries
         self._held = 0  # bytes of the events received and not yet settled
         self.pauses = 0  # times the byte budget stopped the deliveries
-        self.acks = Acks()
 
     @classmethod
     def from_settings(
@@ -185,9 +184,7 @@ class Tracker(Worker):
                 error=str(exc)[:300],
                 message_id=printable(message.message_id),
             )
-            self.acks.settled(message)
-            with contextlib.suppress(BrokerError):
-                await message.reject(requeue=False)  # dead-lettered to the quarantine
+            await self.quarantine(message)
             return
         held = _Held(message, len(batch))
         self._held += held.size
@@ -233,9 +230,7 @@ class Tracker(Worker):
                 held = item.held
                 if not held.rejected:  # the whole message, its other events with it
                     held.rejected = True
-                    self.acks.settled(held.message)
-                    with contextlib.suppress(BrokerError):
-                        await held.message.reject(requeue=False)  # dead-lettered
+                    await self.quarantine(held.message)
                 await self._finished([item])
 
     async def _record(self, items: list[_Item]) -> None:

@@ -8,8 +8,6 @@ it once a queue serves the recipient. Statuses that found no inbox are dead-lett
 
 from __future__ import annotations
 
-import contextlib
-
 from ..agency import AgencyCode
 from ..broker import topology
 from ..broker.transport import Incoming, Transport
@@ -51,9 +49,7 @@ class Unroutable(Worker):
                 error=repr(exc)[:300],
                 exc_info=True,
             )
-        self.acks.settled(message)
-        with contextlib.suppress(BrokerError):
-            await message.reject(requeue=False)
+        await self.quarantine(message)
 
     async def report(self, message: Incoming) -> None:
         headers = message.headers or {}

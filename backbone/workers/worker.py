@@ -192,6 +192,12 @@ class Worker:
         except BrokerError as exc:
             self.log.warning("could not hand the message back; the broker will", error=str(exc))
 
+    async def quarantine(self, message: Incoming) -> None:
+        """Dead-letter it into backbone.quarantine (kept for a replay), never to be acked."""
+        self.acks.settled(message)
+        with contextlib.suppress(BrokerError):  # a lost channel hands it back instead
+            await message.reject(requeue=False)
+
 
 def awaiting(task: asyncio.Task[Any]) -> str:
     """Where a task waits: its chain of awaited coroutines (``handle:180>_process:204...``)."""

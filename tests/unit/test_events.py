@@ -34,7 +34,7 @@ EXAMPLES: list[events.Event] = [
 
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.kind.value)
 def test_each_kind_reads_back_as_itself(event: events.Event) -> None:
-    assert events.parse(event.body()) == event
+    assert events.messages(event.body()) == [event]
     assert events.routing_key(event) == f"event.{event.kind.value}"
 
 
@@ -58,7 +58,7 @@ def test_a_status_keeps_its_wire_names() -> None:
 )
 def test_what_is_not_an_event_is_refused(body: bytes) -> None:
     with pytest.raises(ValidationError):
-        events.parse(body)
+        events.messages(body)
 
 
 def test_a_batch_reads_back_as_its_events_and_one_event_alone_as_itself() -> None:
