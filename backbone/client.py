@@ -38,6 +38,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from . import edxml, signing
 from .broker import topology
+from .broker.acks import Acks
 from .broker.amqp import AmqpTransport
 from .broker.transport import Connection, Incoming, Outgoing, Transport
 from .edxml.factory import new_status
@@ -315,16 +316,20 @@ class AsyncGateway(_Common):
         """Handle deliveries from ``queue`` until ``stop`` is set, up to ``prefetch`` at once:
         for throughput, where ``receive`` handles one at a time. Each document is answered
         with status 01, then given to ``handler``, and acked when it returns; if it raises,
-        the delivery goes back to the queue (past the delivery limit, to the quarantine)."""
+        the delivery goes back to the queue (past the delivery limit, to the quarantine).
+        Acks are coalesced where the order allows (:class:`~backbone.broker.acks.Acks`)."""
+        acks = Acks()
 
         async def on_message(message: Incoming) -> None:
+            acks.arrived(message)
             try:
-                delivery = await self._deliver(message)
+                delivery = await self._deliver(message, acks)
                 if delivery is not None:
                     await handler(delivery)
                     await delivery.ack()
             except Exception:
                 log.exception("delivery not handled; returned to the queue", queue=queue)
+                acks.settled(message)
                 with contextlib.suppress(BrokerError):  # else the channel is gone: handed back
                     await message.nack(requeue=True)
 
@@ -334,17 +339,25 @@ class AsyncGateway(_Common):
         finally:
             await consumer.cancel()
 
-    async def _deliver(self, message: Incoming) -> Delivery | None:
+    async def _deliver(self, message: Incoming, acks: Acks | None = None) -> Delivery | None:
+        """The delivery of ``message``, or None for a copy already handled (acked); its
+        acks go through ``acks`` if given."""
+
+        async def ack() -> None:
+            await (message.ack() if acks is None else acks.done(message))
+
         if self._is_copy(message.message_id):
-            await message.ack()
+            await ack()
             return None
         package = self._read(message.body)
 
-        async def settle(ack: bool, requeue: bool = False) -> None:
-            if ack:
-                await message.ack()
+        async def settle(ack_it: bool, requeue: bool = False) -> None:
+            if ack_it:
+                await ack()
                 self._handled(message.message_id)
             else:
+                if acks is not None:
+                    acks.settled(message)
                 await message.reject(requeue=requeue)
 
         delivery = Delivery(

@@ -2,9 +2,9 @@
 
 Events arrive several to a message (:class:`~backbone.events.EventBatch`, or one alone
 from older workers), are recorded in batches, one transaction each, idempotently by event
-id, and a message is acked once all its events are committed (acks coalesced by
-:class:`.acks.Acks`, the Worker's). Statuses are checked (the reporter received the
-document, or sent it, for a recall), applied by the rules of :mod:`backbone.lifecycle`,
+id, and a message is acked once all its events are committed (acks coalesced by the
+Worker's :class:`~backbone.broker.acks.Acks`). Statuses are checked (the reporter received
+the document, or sent it, for a recall), applied by the rules of :mod:`backbone.lifecycle`,
 and forwarded: to the original sender, or for a recall to the recipients. A status whose
 document or routing the tracker has not seen yet is retried a few times before it is
 judged. If the database goes away, the same batch is retried with a growing pause:

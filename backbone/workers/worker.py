@@ -20,13 +20,13 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..broker.acks import Acks
 from ..broker.amqp import AmqpTransport
 from ..broker.transport import Connection, Consumer, Incoming, Transport
 from ..config import Settings
 from ..errors import BrokerError, BrokerRefused
 from ..logs import get_logger
 from ..store import Store
-from .acks import Acks
 from .publisher import Publisher, Signer
 
 # what a worker waits out instead of giving up on a message: the database or the broker

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from backbone.workers.acks import Acks
+from backbone.broker.acks import Acks
 
 
 @dataclass(eq=False)
@@ -38,6 +38,8 @@ def settled(sent: list[tuple[int, bool]], arrived: int) -> set[int]:
         ([[2], [3], [1]], [(2, False), (3, False), (1, True)], [{2}, {2, 3}, {1, 2, 3}]),
         # 3 behind the open 2: 3 alone; 1 and 2 then one frame for the run up to 2
         ([[3], [1, 2]], [(3, False), (2, True)], [{3}, {1, 2, 3}]),
+        # 1 done twice (a handler that acked what serve() acks too): acked once
+        ([[1], [1], [2, 3]], [(1, True), (3, True)], [{1}, {1}, {1, 2, 3}]),
     ],
 )
 async def test_acks_coalesce_without_acking_anything_open(

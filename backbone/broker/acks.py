@@ -1,4 +1,4 @@
-"""Acks coalesced where the order allows.
+"""Acks coalesced where the order allows (the workers' and the SDK's serve()).
 
 A consumer's messages finish out of order (handled concurrently, or waiting for something).
 ``Acks`` remembers them in the order they arrived; when a message is done, the longest run
@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from ..broker.transport import Incoming
 from ..errors import BrokerError
 from ..logs import get_logger
+from .transport import Incoming
 
-log = get_logger("backbone.workers")
+log = get_logger("backbone.broker")
 
 
 @dataclass(eq=False, slots=True)
@@ -44,9 +44,12 @@ class Acks:
         return len(self._open)
 
     async def done(self, *messages: Incoming) -> None:
-        """These are finished: ack them, with every earlier finished one where possible."""
+        """These are finished: ack them, with every earlier finished one where possible
+        (one acked already is skipped: acking twice would close the channel)."""
         for message in messages:
-            self._by_message[id(message)].done = True
+            entry = self._by_message.get(id(message))
+            if entry is not None:
+                entry.done = True
         last: _Entry | None = None
         while self._open and self._open[0].done:
             entry = self._open.popleft()
