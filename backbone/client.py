@@ -23,7 +23,6 @@ that is not a valid package.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
@@ -329,9 +328,7 @@ class AsyncGateway(_Common):
                     await delivery.ack()
             except Exception:
                 log.exception("delivery not handled; returned to the queue", queue=queue)
-                acks.settled(message)
-                with contextlib.suppress(BrokerError):  # else the channel is gone: handed back
-                    await message.nack(requeue=True)
+                await acks.handed_back(message, requeue=True)
 
         consumer = await self._connected.consume(queue, on_message, prefetch=prefetch)
         try:
@@ -355,10 +352,10 @@ class AsyncGateway(_Common):
             if ack_it:
                 await ack()
                 self._handled(message.message_id)
-            else:
-                if acks is not None:
-                    acks.settled(message)
+            elif acks is None:
                 await message.reject(requeue=requeue)
+            else:
+                await acks.handed_back(message, requeue=requeue)
 
         delivery = Delivery(
             message.body,

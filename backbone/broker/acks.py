@@ -5,11 +5,20 @@ A consumer's messages finish out of order (handled concurrently, or waiting for 
 of finished ones at the front is acknowledged with one ``ack(multiple=True)`` (RabbitMQ
 acks every earlier delivery of the channel with it, and every earlier one *is* in that
 run, since a channel's deliveries arrive in tag order). A message finished behind one
-still open is acked alone, so that nothing open is ever acknowledged with it.
+still open waits for it, so that nothing open is ever acknowledged; past MOST_WAITING of
+them they are acked alone, so that a slow message does not hold the prefetch window.
+
+A message handed back (nacked, or rejected into the quarantine) goes through ``Acks`` too,
+and every frame is sent one at a time, in the order decided here: aiormq's write queue is
+bounded, and a frame that finds it full can be overtaken by a later one, so that an
+``ack(multiple=True)`` of tag 9 could reach the broker before the lone ack of tag 5 and
+settle it first; the broker then closes the channel on the lone ack ("unknown delivery
+tag"), and every unacked delivery on it comes again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass
 
@@ -18,6 +27,8 @@ from ..logs import get_logger
 from .transport import Incoming
 
 log = get_logger("backbone.broker")
+# finished behind an open message and held for one multiple ack, at most (then acked alone)
+MOST_WAITING = 32
 
 
 @dataclass(eq=False, slots=True)
@@ -34,6 +45,8 @@ class Acks:
         self._open: deque[_Entry] = deque()
         self._by_message: dict[int, _Entry] = {}
         self.frames = 0  # ack frames sent: fewer than messages when they coalesce
+        self._waiting = 0  # finished, not yet acked
+        self._sending = asyncio.Lock()  # one frame at a time, in order (fair: FIFO)
 
     def arrived(self, message: Incoming) -> None:
         entry = _Entry(message)
@@ -48,31 +61,53 @@ class Acks:
         (one acked already is skipped: acking twice would close the channel)."""
         for message in messages:
             entry = self._by_message.get(id(message))
-            if entry is not None:
+            if entry is not None and not entry.done:
                 entry.done = True
+                self._waiting += 1
+        await self._flush()
+
+    async def handed_back(self, message: Incoming, *, requeue: bool) -> None:
+        """Nack it: back to its queue (``requeue``) or dead-lettered (the quarantine).
+        Done, and never acked here; the finished ones behind it are acked now."""
+        entry = self._by_message.get(id(message))
+        if entry is not None:
+            if entry.done and not entry.settled:
+                self._waiting -= 1
+            entry.done = entry.settled = True
+        async with self._sending:
+            try:
+                await message.nack(requeue=requeue)
+            except BrokerError as exc:  # the channel is gone: the broker redelivers it
+                log.warning("could not hand back; the broker will", error=str(exc)[:300])
+        await self._flush()
+
+    async def _flush(self) -> None:
+        """The finished run at the front in one frame; past MOST_WAITING finished behind an
+        open one, those alone (a slow message must not hold the prefetch window)."""
         last: _Entry | None = None
         while self._open and self._open[0].done:
             entry = self._open.popleft()
             del self._by_message[id(entry.message)]
             if not entry.settled:
                 last = entry
-        if last is not None:
-            await self._ack(last.message, multiple=True)
-        for message in messages:
-            behind = self._by_message.get(id(message))
-            if behind is not None and not behind.settled:  # behind an open one: alone
-                behind.settled = True
-                await self._ack(message, multiple=False)
+                self._waiting -= 1
+        frames = [] if last is None else [(last.message, True)]
+        if self._waiting > MOST_WAITING:
+            alone = [e for e in self._open if e.done and not e.settled]
+            for entry in alone:
+                entry.settled = True
+                frames.append((entry.message, False))
+            self._waiting -= len(alone)
+        if frames:
+            await self._send(frames)
 
-    def settled(self, message: Incoming) -> None:
-        """Settled some other way (rejected, handed back): done, and never acked here."""
-        entry = self._by_message.get(id(message))
-        if entry is not None:
-            entry.done = entry.settled = True
-
-    async def _ack(self, message: Incoming, *, multiple: bool) -> None:
-        self.frames += 1
-        try:
-            await message.ack(multiple=multiple)
-        except BrokerError as exc:  # the channel is gone: the broker redelivers them
-            log.warning("could not ack; the broker will redeliver", error=str(exc)[:300])
+    async def _send(self, frames: list[tuple[Incoming, bool]]) -> None:
+        """These acks (message, multiple) in this order, none overtaken by a later one."""
+        self.frames += len(frames)
+        async with self._sending:
+            for message, multiple in frames:
+                try:
+                    await message.ack(multiple=multiple)
+                except BrokerError as exc:  # the channel is gone: the broker redelivers
+                    log.warning("could not ack; the broker will redeliver", error=str(exc)[:300])
+                    return

@@ -185,18 +185,12 @@ class Worker:
         retry); a lost channel means the broker redelivers anyway."""
         if requeue is None:
             await self.acks.done(message)
-            return
-        self.acks.settled(message)
-        try:
-            await message.nack(requeue=requeue)
-        except BrokerError as exc:
-            self.log.warning("could not hand the message back; the broker will", error=str(exc))
+        else:
+            await self.acks.handed_back(message, requeue=requeue)
 
     async def quarantine(self, message: Incoming) -> None:
         """Dead-letter it into backbone.quarantine (kept for a replay), never to be acked."""
-        self.acks.settled(message)
-        with contextlib.suppress(BrokerError):  # a lost channel hands it back instead
-            await message.reject(requeue=False)
+        await self.acks.handed_back(message, requeue=False)
 
 
 def awaiting(task: asyncio.Task[Any]) -> str:

@@ -3,10 +3,12 @@ the front, a lone ack for one finished behind an open one, and nothing open ever
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import pytest
 
+from backbone.broker import acks as acks_module
 from backbone.broker.acks import Acks
 
 
@@ -16,9 +18,13 @@ class Message:
 
     tag: int
     channel: list[tuple[int, bool]] = field(default_factory=list)
+    handed_back: list[tuple[int, bool]] = field(default_factory=list)
 
     async def ack(self, multiple: bool = False) -> None:
         self.channel.append((self.tag, multiple))
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.handed_back.append((self.tag, requeue))
 
 
 def settled(sent: list[tuple[int, bool]], arrived: int) -> set[int]:
@@ -34,10 +40,11 @@ def settled(sent: list[tuple[int, bool]], arrived: int) -> set[int]:
     [
         ([[1, 2, 3]], [(3, True)], [{1, 2, 3}]),  # all at once: one frame
         ([[1], [2], [3]], [(1, True), (2, True), (3, True)], [{1}, {1, 2}, {1, 2, 3}]),
-        # 2 and 3 finish behind the open 1: alone; then 1 alone closes the run
-        ([[2], [3], [1]], [(2, False), (3, False), (1, True)], [{2}, {2, 3}, {1, 2, 3}]),
-        # 3 behind the open 2: 3 alone; 1 and 2 then one frame for the run up to 2
-        ([[3], [1, 2]], [(3, False), (2, True)], [{3}, {1, 2, 3}]),
+        # 2 and 3 finish behind the open 1 and wait for it; then one frame for all three
+        ([[2], [3], [1]], [(3, True)], [set(), set(), {1, 2, 3}]),
+        ([[3], [1, 2]], [(3, True)], [set(), {1, 2, 3}]),
+        # 3 waits behind the open 2; 1 ends a run at once
+        ([[3], [1], [2]], [(1, True), (3, True)], [set(), {1}, {1, 2, 3}]),
         # 1 done twice (a handler that acked what serve() acks too): acked once
         ([[1], [1], [2, 3]], [(1, True), (3, True)], [{1}, {1}, {1, 2, 3}]),
     ],
@@ -46,7 +53,9 @@ async def test_acks_coalesce_without_acking_anything_open(
     finishing: list[list[int]],
     frames: list[tuple[int, bool]],
     acked_after_each: list[set[int]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(acks_module, "MOST_WAITING", 3)
     channel: list[tuple[int, bool]] = []
     messages = {tag: Message(tag, channel) for tag in (1, 2, 3)}
     acks = Acks()
@@ -59,14 +68,71 @@ async def test_acks_coalesce_without_acking_anything_open(
     assert len(acks) == 0 and acks.frames == len(frames)
 
 
-async def test_a_message_settled_otherwise_is_never_acked_and_does_not_block() -> None:
+async def test_a_message_handed_back_is_never_acked_and_does_not_block() -> None:
     channel: list[tuple[int, bool]] = []
     first, second = Message(1, channel), Message(2, channel)
     acks = Acks()
     acks.arrived(first)  # type: ignore[arg-type]
     acks.arrived(second)  # type: ignore[arg-type]
-    acks.settled(first)  # type: ignore[arg-type]  # rejected: dead-lettered, say
+    await acks.handed_back(first, requeue=False)  # type: ignore[arg-type]  # quarantined
     await acks.done(second)  # type: ignore[arg-type]
     # 2 ends the run, and a multiple ack on 2 settles 1 only if it were still unsettled:
-    # it is not (rejected), so RabbitMQ acks just 2
+    # it is not (dead-lettered), so RabbitMQ acks just 2
+    assert first.handed_back == [(1, False)]
     assert channel == [(2, True)] and len(acks) == 0
+
+
+async def test_past_most_waiting_the_finished_ones_are_acked_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slow message at the front must not hold the prefetch window: past MOST_WAITING
+    finished behind it, they go alone; the slow one then acks itself only."""
+    monkeypatch.setattr(acks_module, "MOST_WAITING", 1)
+    channel: list[tuple[int, bool]] = []
+    messages = {tag: Message(tag, channel) for tag in (1, 2, 3)}
+    acks = Acks()
+    for message in messages.values():
+        acks.arrived(message)  # type: ignore[arg-type]
+    await acks.done(messages[2])  # type: ignore[arg-type]  # one waiting: at the bound
+    assert channel == []
+    await acks.done(messages[3])  # type: ignore[arg-type]  # past it
+    assert channel == [(2, False), (3, False)]
+    await acks.done(messages[1])  # type: ignore[arg-type]
+    assert channel == [(2, False), (3, False), (1, True)] and len(acks) == 0
+
+
+@dataclass(eq=False)
+class SlowNack(Message):
+    """Its nack frame waits for room in the write queue until ``room`` is set."""
+
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    order: list[str] = field(default_factory=list)
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.order.append(f"nack {self.tag} waiting")
+        await self.room.wait()
+        self.order.append(f"nack {self.tag}")
+
+    async def ack(self, multiple: bool = False) -> None:
+        self.order.append(f"ack {self.tag}")
+
+
+async def test_frames_go_one_at_a_time_in_the_order_decided() -> None:
+    """aiormq's bounded write queue lets a later frame overtake one waiting for room: the
+    multiple ack of 2 would then settle 1 before 1's nack, and the broker closes the
+    channel on the nack. So the ack waits until the nack is written."""
+    order: list[str] = []
+    room = asyncio.Event()
+    first, second = (SlowNack(tag, room=room, order=order) for tag in (1, 2))
+    acks = Acks()
+    acks.arrived(first)  # type: ignore[arg-type]
+    acks.arrived(second)  # type: ignore[arg-type]
+    nack = asyncio.create_task(acks.handed_back(first, requeue=True))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    ack = asyncio.create_task(acks.done(second))  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["nack 1 waiting"]  # the ack has not overtaken it
+    room.set()
+    await asyncio.gather(nack, ack)
+    assert order == ["nack 1 waiting", "nack 1", "ack 2"]

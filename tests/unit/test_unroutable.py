@@ -31,11 +31,11 @@ class Message:
 @pytest.mark.parametrize(
     ("fault", "fail_settling", "expected"),
     [
-        (None, False, ["reject requeue=False"]),  # reported: the copy kept for a replay
-        (ValueError("a hostile header"), False, ["reject requeue=False"]),
+        (None, False, ["nack requeue=False"]),  # reported: the copy dead-lettered, kept for a replay
+        (ValueError("a hostile header"), False, ["nack requeue=False"]),
         (BrokerRefused("not confirmed"), False, ["nack requeue=True"]),  # retried
         (BrokerRefused("not confirmed"), True, ["nack requeue=True"]),  # and no exception
-        (ValueError("x"), True, ["reject requeue=False"]),
+        (ValueError("x"), True, ["nack requeue=False"]),
     ],
 )
 async def test_every_message_is_settled(
