@@ -31,7 +31,7 @@ class Message:
 @pytest.mark.parametrize(
     ("fault", "fail_settling", "expected"),
     [
-        (None, False, ["nack requeue=False"]),  # reported: the copy dead-lettered, kept for a replay
+        (None, False, ["nack requeue=False"]),  # reported: dead-lettered, kept for a replay
         (ValueError("a hostile header"), False, ["nack requeue=False"]),
         (BrokerRefused("not confirmed"), False, ["nack requeue=True"]),  # retried
         (BrokerRefused("not confirmed"), True, ["nack requeue=True"]),  # and no exception
