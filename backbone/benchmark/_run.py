@@ -73,6 +73,7 @@ class Watcher:
     def __init__(self, database_url: str) -> None:
         self.store = Store(database_url)
         self.recorded: dict[tuple[str, str], float] = {}
+        self.order: list[tuple[str, str]] = []  # the pairs of ``recorded``, as they came
         self.rejections: list[str] = []
         self._last = 0
         self._stopping = False
@@ -98,7 +99,10 @@ class Watcher:
             for row in rows:
                 self._last = row.id
                 if row.kind == Kind.STATUS.value and row.status_code == "01":
-                    self.recorded[(row.edxml_document_id or "", row.recipient or "")] = now
+                    pair = (row.edxml_document_id or "", row.recipient or "")
+                    if pair not in self.recorded:
+                        self.order.append(pair)
+                    self.recorded[pair] = now
                 elif row.kind == Kind.REJECTED.value:
                     self.rejections.append(f"{row.reason_code}: {row.description}")
             await asyncio.sleep(POLL)
@@ -235,9 +239,12 @@ class Configuration:
     async def _until_recorded(
         self, phase: Phase, sending: asyncio.Task[None] | None, advance: Callable[[int], None]
     ) -> None:
-        """Until every recipient's status 01 is recorded (and ``sending`` has ended)."""
-        name, expected = phase.name, phase.pairs
+        """Until every recipient's status 01 is recorded (and ``sending`` has ended). Each
+        round looks at what was recorded since the last; progress is a 01 recorded or a
+        package delivered (a backlog's statuses queue behind its documents)."""
+        name, expected = phase.name, set(phase.pairs)
         done, last_progress = 0, time.monotonic()
+        cursor, arrived = 0, self.recipients.arrived
         while done < len(expected):
             await asyncio.sleep(0.05)
             self.workers.check_alive()
@@ -249,14 +256,17 @@ class Configuration:
                 raise RuntimeError(
                     f"the backbone rejected a benchmark package: {self.watcher.rejections[0]}"
                 )
-            now_done = sum(1 for pair in expected if pair in self.watcher.recorded)
-            if now_done > done:
+            order = self.watcher.order
+            now_done = done + sum(1 for pair in order[cursor:] if pair in expected)
+            cursor = len(order)
+            if now_done > done or self.recipients.arrived > arrived:
                 advance(now_done - done)
                 done, last_progress = now_done, time.monotonic()
+                arrived = self.recipients.arrived
             elif time.monotonic() - last_progress > STALL:
                 raise RuntimeError(
-                    f"{name}: {done} of {len(expected)} statuses 01 recorded, none for "
-                    f"{STALL:.0f} s; {len(phase.sent)} sent, {self.recipients.arrived} in the "
+                    f"{name}: {done} of {len(expected)} statuses 01 recorded, nothing recorded"
+                    f" or delivered for {STALL:.0f} s; {len(phase.sent)} sent, {arrived} in the "
                     f"recipients' hands in all; the workers' logs are in {self.logs}"
                     + self.workers.complaints()
                 )
