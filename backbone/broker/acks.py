@@ -47,10 +47,12 @@ class Acks:
         self.frames = 0  # ack frames sent: fewer than messages when they coalesce
         self._waiting = 0  # finished, not yet acked
         self._sending = asyncio.Lock()  # one frame at a time, in order (fair: FIFO)
+        self.held = 0  # bytes of the bodies arrived and not yet settled (a byte budget's)
 
     def arrived(self, message: Incoming) -> None:
         entry = _Entry(message)
         self._open.append(entry)
+        self.held += len(message.body)
         self._by_message[id(message)] = entry
 
     def __len__(self) -> int:
@@ -88,6 +90,7 @@ class Acks:
         while self._open and self._open[0].done:
             entry = self._open.popleft()
             del self._by_message[id(entry.message)]
+            self.held -= len(entry.message.body)
             if not entry.settled:
                 last = entry
                 self._waiting -= 1

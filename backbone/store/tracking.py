@@ -1,5 +1,5 @@
-"""The tracker's queries: what a batch of events needs to read, and its rows written in
-bulk (one statement per table per batch)."""
+"""The tracker's queries: what a batch of events needs to read, and its event rows written
+in bulk (one statement per batch; its deliveries go with the session's flush)."""
 
 from __future__ import annotations
 
@@ -73,13 +73,9 @@ async def first_status_at(
     return issued
 
 
-async def add_deliveries(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
-    if rows:
-        await session.execute(insert(Delivery), list(rows))
-
-
 async def add_events(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
-    """The batch's events, after the changes to its deliveries."""
+    """The batch's events, after the changes to its deliveries (the flush: on SQLite, the
+    write lock is taken here)."""
     if rows:
         await session.flush()
         await session.execute(insert(EventRecord), list(rows))

@@ -50,7 +50,6 @@ DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answ
 BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
 PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
 BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker stops consuming
-RESUME_PAUSE = 1.0  # seconds before consuming is tried again when the broker refused it
 
 
 @dataclass(eq=False)
@@ -60,10 +59,6 @@ class _Held:
     message: Incoming
     open: int
     rejected: bool = False  # quarantined: settled, never acked
-
-    @property
-    def size(self) -> int:
-        return len(self.message.body)
 
 
 @dataclass(eq=False)
@@ -87,8 +82,8 @@ class Tracker(Worker):
     """The one writer of lifecycle state: consumes ``backbone.tracker`` in batches.
 
     Deliveries are buffered by ``handle`` and recorded by one loop, a batch per
-    transaction; a byte budget of its own (RabbitMQ has no ``prefetch_size``) pauses the
-    consumer while too many event bytes are held unacked.
+    transaction; the worker's byte budget pauses the consumer while too many event bytes
+    are held unacked.
     """
 
     queue = topology.TRACKER
@@ -104,16 +99,20 @@ class Tracker(Worker):
         batch: int = 1000,
         prefetch: int = PREFETCH,
     ) -> None:
-        super().__init__(settings, signer, transport=transport, prefetch=prefetch, stores=[store])
+        super().__init__(
+            settings,
+            signer,
+            transport=transport,
+            prefetch=prefetch,
+            byte_budget=BYTE_BUDGET,
+            stores=[store],
+        )
         self.store = store
         self.batch = batch
         self._pending: deque[_Item] = deque()
         self._arrived = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
-        self.byte_budget = BYTE_BUDGET
         self.deferrals: tuple[float, ...] = DEFERRALS  # seconds between a status's tries
-        self._held = 0  # bytes of the events received and not yet settled
-        self.pauses = 0  # times the byte budget stopped the deliveries
 
     @classmethod
     def from_settings(
@@ -127,11 +126,6 @@ class Tracker(Worker):
             transport=transport,
             prefetch=prefetch,
         )
-
-    @property
-    def held(self) -> int:
-        """Bytes of the events received and not yet settled."""
-        return self._held
 
     async def started(self, connection: Connection) -> None:
         await super().started(connection)
@@ -152,28 +146,9 @@ class Tracker(Worker):
                 items = await self._take()
                 if items:
                     await self._record_isolated(items)
-                await self._budget()
+                    await self.within_budget()  # handle() returned long before: see here
         except Exception as exc:
             self.fail(exc)
-
-    async def _budget(self) -> None:
-        """Past the byte budget, stop the deliveries until what is held is down to half."""
-        if self.consuming and self._held > self.byte_budget:
-            await self.pause()
-            self.pauses += 1
-            self.log.info("tracker paused: byte budget reached", held=self._held)
-        elif self._resumable:
-            try:
-                await self.resume()
-            except BrokerError as exc:  # the broker away: the next round tries again
-                self.log.warning("cannot consume again yet", error=str(exc)[:300])
-                await asyncio.sleep(RESUME_PAUSE)
-
-    @property
-    def _resumable(self) -> bool:
-        """Paused, and what is held is down to half the budget (``resume`` does nothing
-        once the worker is stopping)."""
-        return not self.consuming and self._held <= self.byte_budget // 2
 
     async def handle(self, message: Incoming) -> None:
         try:
@@ -187,7 +162,6 @@ class Tracker(Worker):
             await self.quarantine(message)
             return
         held = _Held(message, len(batch))
-        self._held += held.size
         for event in batch:
             self._add(_Item(held, event))
 
@@ -241,8 +215,10 @@ class Tracker(Worker):
         while True:
             try:
                 async with self.store.transaction() as session:
-                    deferred, outgoing = await self._apply(session, items)
+                    with session.no_autoflush:  # reads only: SQLite's write lock not taken
+                        deferred, outgoing, rows = await self._apply(session, items)
                     await self._publish(outgoing)  # before the commit: at least once
+                    await queries.add_events(session, rows)  # the writes, then the commit
                 break
             except TRANSIENT as exc:
                 if isinstance(exc, BrokerError):
@@ -271,10 +247,8 @@ class Tracker(Worker):
         for item in items:
             held = item.held
             held.open -= 1
-            if held.open == 0:
-                self._held -= held.size
-                if not held.rejected:
-                    complete.append(held.message)
+            if held.open == 0 and not held.rejected:
+                complete.append(held.message)
         if complete:
             await self.acks.done(*complete)
 
@@ -297,8 +271,11 @@ class Tracker(Worker):
 
     async def _apply(
         self, session: AsyncSession, items: list[_Item]
-    ) -> tuple[list[_Item], _Outgoing]:
-        """Record a batch; return the items to try again later, and what to publish."""
+    ) -> tuple[list[_Item], _Outgoing, list[dict[str, object]]]:
+        """Judge a batch, writing nothing yet: the changes wait in the session (new
+        deliveries pending, known ones modified), so that a SQLite write lock is held only
+        from the flush to the commit, never while the forwards await their confirms.
+        Return the items to try again later, what to publish and the event rows."""
         known = await queries.known_events(session, [i.event.event_id for i in items])
         fresh = []
         for item in items:
@@ -320,9 +297,9 @@ class Tracker(Worker):
                 rows.append(_row(event, _backbone_id(event), event.kind.value))
                 if isinstance(event, RoutedEvent | UndeliverableEvent):
                     _transport(deliveries, created, event)
-        if created:
-            await queries.add_deliveries(session, list(created.values()))
-            deliveries = await queries.deliveries(session, pks)
+        for key, values in created.items():
+            deliveries[key] = delivery = Delivery(**values)
+            session.add(delivery)
         for item in fresh:
             if not isinstance(item.event, StatusEvent):
                 continue
@@ -331,8 +308,7 @@ class Tracker(Worker):
                 deferred.append(item)
             else:
                 rows.append(row)
-        await queries.add_events(session, rows)
-        return deferred, outgoing
+        return deferred, outgoing, rows
 
     async def _status(
         self,

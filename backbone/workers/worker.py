@@ -33,13 +33,21 @@ from .publisher import Publisher, Signer
 # gone for a while
 TRANSIENT = (SQLAlchemyError, BrokerError, ConnectionError, OSError, asyncio.TimeoutError)
 STOP_TIMEOUT = 30.0  # seconds a stopping worker gives the messages it holds
+# bodies held unsettled past which a worker stops consuming: a few 1 MB packages' parse and
+# check, with the prefetch count's worth of small ones (the tracker's events are smaller)
+BYTE_BUDGET = 16 * 1024 * 1024
+RESUME_PAUSE = 1.0  # seconds before consuming is tried again when the broker refused it
 CANCEL_TIMEOUT = 5.0  # then seconds for the cancelled ones to let go of their connections
 
 
 class Worker:
     """A consumer of ``queue`` that publishes as the backbone (``publisher``, from the
     moment it is connected): subclasses give ``handle`` (called for each message, in a
-    task of its own) and, if they need them, ``started`` and ``stopping``."""
+    task of its own) and, if they need them, ``started`` and ``stopping``.
+
+    A byte budget bounds its memory where a prefetch count cannot (RabbitMQ has no
+    ``prefetch_size``): past ``byte_budget`` bytes of bodies held unsettled it stops
+    consuming, and it consumes again once they are down to half."""
 
     queue: ClassVar[str]
     name: ClassVar[str]
@@ -52,6 +60,7 @@ class Worker:
         *,
         transport: Transport | None,
         prefetch: int,
+        byte_budget: int = BYTE_BUDGET,
         stores: Sequence[Store] = (),
     ) -> None:
         self.settings = settings
@@ -68,6 +77,9 @@ class Worker:
         self._consume_lock = asyncio.Lock()  # one consumer at a time, whoever starts it
         self.failed: asyncio.Future[None] | None = None  # a task of its own died
         self.acks = Acks()  # every delivery is registered here as it arrives
+        self.byte_budget = byte_budget
+        self.pauses = 0  # times the byte budget stopped the deliveries
+        self._resuming: asyncio.Task[None] | None = None  # retrying a refused resume
 
     async def handle(self, message: Incoming) -> None:
         raise NotImplementedError
@@ -127,17 +139,20 @@ class Worker:
                 )
                 self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.prefetch)
 
-    async def pause(self) -> None:
-        """No new deliveries for now; those held stay unsettled."""
+    async def pause(self) -> bool:
+        """No new deliveries for now; those held stay unsettled. False: not consuming."""
         async with self._consume_lock:
             consumer, self._consumer = self._consumer, None
             if consumer is not None:
                 with contextlib.suppress(BrokerError):  # a lost channel stops them anyway
                     await consumer.cancel()
+            return consumer is not None
 
     async def stop_consuming(self) -> None:
         """No new deliveries, for good: the first step of stopping."""
         self._closing = True
+        if self._resuming is not None:
+            self._resuming.cancel()
         await self.pause()
 
     def fail(self, error: BaseException) -> None:
@@ -151,16 +166,49 @@ class Worker:
     def consuming(self) -> bool:
         return self._consumer is not None
 
+    @property
+    def held(self) -> int:
+        """Bytes of the bodies received and not yet settled."""
+        return self.acks.held
+
     async def _on_message(self, message: Incoming) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
         self.acks.arrived(message)
         try:
+            if self.consuming and self.held > self.byte_budget:
+                await self._pause_for_budget()
             await self.handle(message)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+            await self.within_budget()
+
+    async def _pause_for_budget(self) -> None:
+        if await self.pause():
+            self.pauses += 1
+            self.log.info(f"{self.name} paused: byte budget reached", held=self.held)
+
+    async def within_budget(self) -> None:
+        """Paused by the budget and what is held down to half: consume again (if the
+        broker refuses, again every RESUME_PAUSE in the background, so that a worker
+        with nothing left in flight is not left paused)."""
+        if self.consuming or self._closing or self.held > self.byte_budget // 2:
+            return
+        if self._resuming is not None and not self._resuming.done():
+            return
+        try:
+            await self.resume()
+        except BrokerError as exc:
+            self.log.warning("cannot consume again yet", error=str(exc)[:300])
+            self._resuming = asyncio.create_task(self._resume_until_consuming())
+
+    async def _resume_until_consuming(self) -> None:
+        while not (self.consuming or self._closing):
+            await asyncio.sleep(RESUME_PAUSE)
+            with contextlib.suppress(BrokerError):
+                await self.resume()
 
     async def _finish_in_flight(self) -> None:
         """Finish what was started; past STOP_TIMEOUT, cancel the rest (unacked, so the

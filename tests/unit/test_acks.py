@@ -19,6 +19,7 @@ class Message:
     tag: int
     channel: list[tuple[int, bool]] = field(default_factory=list)
     handed_back: list[tuple[int, bool]] = field(default_factory=list)
+    body: bytes = b"."
 
     async def ack(self, multiple: bool = False) -> None:
         self.channel.append((self.tag, multiple))
@@ -80,6 +81,22 @@ async def test_a_message_handed_back_is_never_acked_and_does_not_block() -> None
     # it is not (dead-lettered), so RabbitMQ acks just 2
     assert first.handed_back == [(1, False)]
     assert channel == [(2, True)] and len(acks) == 0
+
+
+async def test_held_counts_the_bytes_of_every_message_not_yet_settled() -> None:
+    """What a byte budget reads: a message finished behind an open one is still held (its
+    body is kept for the multiple ack), and so is one handed back behind it."""
+    channel: list[tuple[int, bool]] = []
+    one, two, three = (Message(n, channel, body=b"x" * 10**n) for n in (1, 2, 3))
+    acks = Acks()
+    for message in (one, two, three):
+        acks.arrived(message)  # type: ignore[arg-type]
+    assert acks.held == 1110
+    await acks.done(two)  # type: ignore[arg-type]
+    await acks.handed_back(three, requeue=True)  # type: ignore[arg-type]
+    assert acks.held == 1110  # both wait behind one
+    await acks.done(one)  # type: ignore[arg-type]
+    assert acks.held == 0 and channel == [(2, True)]
 
 
 async def test_past_most_waiting_the_finished_ones_are_acked_alone(

@@ -1,5 +1,6 @@
 """What the workers do that only the in-memory broker makes deterministic: many pauses at
-the tracker's byte budget, a worker that dies, a worker started before `backbone init`."""
+the tracker's and the validator's byte budgets, a worker that dies, a worker started
+before `backbone init`."""
 
 from __future__ import annotations
 
@@ -40,6 +41,25 @@ async def test_the_tracker_pauses_at_its_byte_budget_resumes_and_settles_everyth
     assert world.tracker.pauses >= 1
     assert world.tracker.held == 0
     assert world.validator.publisher.batches < len(packages)  # events travel several to one
+
+
+async def test_the_validator_pauses_at_its_byte_budget_and_routes_everything(
+    world: MemoryWorld,
+) -> None:
+    """Bodies of about two packages at a time: the validator stops consuming past them
+    (its memory bounded where a prefetch count cannot) and consumes again at half, until
+    every package is routed and nothing is held."""
+    for code in (SENDER, A):
+        await world.add_agency(code)
+    packages = [document(recipients=[A]) for _ in range(12)]
+    bodies = [world.signers["G22"].sign(package) for package in packages]
+    world.validator.byte_budget = 2 * len(bodies[0])
+    await asyncio.gather(*(world.submit(body) for body in bodies))
+    for package in packages:
+        await world.routed(package, A)
+    assert world.validator.pauses >= 1
+    assert world.validator.held == 0
+    assert world.validator.consuming
 
 
 async def test_a_worker_whose_own_task_dies_ends_serve_with_its_error(
