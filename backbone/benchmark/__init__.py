@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from .. import loop
 from ..broker import find_broker
 from ..broker.mgmt import Management
 from ..edxml.factory import document_id_for
@@ -153,7 +154,7 @@ def _measure(
             options.database, workdir, options.postgres_url, "backbone_bench"
         ) as database:
             asyncio.run(world.register(database))
-            row, lat = asyncio.run(
+            row, lat = loop.run(
                 _configuration(
                     options,
                     world,

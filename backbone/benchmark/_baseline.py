@@ -12,6 +12,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import DeliveryMode
 
+from .. import loop
 from . import _procs
 
 QUEUE = "bench.baseline"
@@ -78,11 +79,11 @@ async def _produce(url: str, size: int, count: int, out: Any) -> None:
 
 
 def _consumer(url: str, count: int, ready: Any, out: Any) -> None:
-    asyncio.run(_consume(url, count, ready, out))
+    loop.run(_consume(url, count, ready, out))
 
 
 def _producer(url: str, size: int, count: int, out: Any) -> None:
-    asyncio.run(_produce(url, size, count, out))
+    loop.run(_produce(url, size, count, out))
 
 
 def run(

@@ -21,6 +21,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, DeliveryMode
 
+from .. import loop
 from . import _procs
 
 SUBMIT, INBOX, STATUS, ANSWERS = (
@@ -72,14 +73,14 @@ async def _pass_on(
 
 
 def _relay(url: str, source: str, target: str, prefetch: int, ready: Any, stop: Any) -> None:
-    asyncio.run(
+    loop.run(
         _pass_on(url, source, prefetch, ready, stop, lambda m: (m.body, target, dict(m.headers)))
     )
 
 
 def _recipient(url: str, prefetch: int, ready: Any, stop: Any) -> None:
     status = os.urandom(STATUS_SIZE)
-    asyncio.run(
+    loop.run(
         _pass_on(url, INBOX, prefetch, ready, stop, lambda m: (status, STATUS, dict(m.headers)))
     )
 
@@ -124,7 +125,7 @@ async def _send_and_collect(url: str, size: int, count: int, prefetch: int) -> d
 
 
 def _sender(url: str, size: int, count: int, prefetch: int, out: Any) -> None:
-    out.put(asyncio.run(_send_and_collect(url, size, count, prefetch)))
+    out.put(loop.run(_send_and_collect(url, size, count, prefetch)))
 
 
 def run(

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import signing
+from .. import loop, signing
 from ..broker import topology
 from ..client import AsyncGateway, Delivery
 
@@ -80,7 +80,7 @@ def _main(
     out: Any,
     count: Any,
 ) -> None:
-    out.put(asyncio.run(_serve(agencies, prefetch, ready, stop, count)))
+    out.put(loop.run(_serve(agencies, prefetch, ready, stop, count)))
 
 
 @dataclass

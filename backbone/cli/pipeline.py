@@ -31,7 +31,7 @@ from lxml import etree
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .. import edxml, signing
+from .. import edxml, loop, signing
 from ..agency import AgencyCode, AgencyCodeError
 from ..broker import topology
 from ..client import RECEIVE_PREFETCH, AsyncGateway, Delivery, SendError
@@ -607,7 +607,7 @@ def run_tracker(
     from ..workers.tracker import Tracker
 
     settings = _workers_settings(validates=False)
-    _running(lambda: asyncio.run(serve([Tracker.from_settings(settings, prefetch=prefetch)])))
+    _running(lambda: loop.run(serve([Tracker.from_settings(settings, prefetch=prefetch)])))
 
 
 @run_app.command("all")

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+from .. import loop
 from ..config import Settings
 from .publisher import load_signer
 from .tracker import Tracker
@@ -72,7 +73,7 @@ def run_processes(
     for child in children:
         child.start()
     try:
-        asyncio.run(serve(validators(settings, prefetch, with_tracker)))
+        loop.run(serve(validators(settings, prefetch, with_tracker)))
     finally:
         for child in children:
             if child.is_alive():
@@ -85,7 +86,7 @@ def _child(values: dict[str, object], prefetch: int) -> None:
 
     settings = Settings.model_validate(values)
     configure("json", settings.log_level)
-    asyncio.run(serve(validators(settings, prefetch)))
+    loop.run(serve(validators(settings, prefetch)))
 
 
 __all__ = ["run_processes", "serve", "validators"]
