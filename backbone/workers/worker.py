@@ -33,9 +33,11 @@ from .publisher import Publisher, Signer
 # gone for a while
 TRANSIENT = (SQLAlchemyError, BrokerError, ConnectionError, OSError, asyncio.TimeoutError)
 STOP_TIMEOUT = 30.0  # seconds a stopping worker gives the messages it holds
-# bodies held unsettled past which a worker stops consuming: a few 1 MB packages' parse and
-# check, with the prefetch count's worth of small ones (the tracker's events are smaller)
-BYTE_BUDGET = 16 * 1024 * 1024
+# bodies held unsettled past which a worker stops consuming: a validator checking a 1 MB
+# package holds about five times its size (tree, models, what the signature covers), so a
+# few of those at a time, or the prefetch count's worth of small ones
+BYTE_BUDGET = 4 * 1024 * 1024
+SIZE_WEIGHT = 0.125  # of the newest body in the moving average of their sizes
 RESUME_PAUSE = 1.0  # seconds before consuming is tried again when the broker refused it
 CANCEL_TIMEOUT = 5.0  # then seconds for the cancelled ones to let go of their connections
 
@@ -47,7 +49,9 @@ class Worker:
 
     A byte budget bounds its memory where a prefetch count cannot (RabbitMQ has no
     ``prefetch_size``): past ``byte_budget`` bytes of bodies held unsettled it stops
-    consuming, and it consumes again once they are down to half."""
+    consuming, and it consumes again once they are down to half, with a prefetch window
+    (``window``) that the budget holds at the bodies' average size; when they get smaller
+    again, the window grows back (to ``prefetch`` at most)."""
 
     queue: ClassVar[str]
     name: ClassVar[str]
@@ -78,7 +82,9 @@ class Worker:
         self.failed: asyncio.Future[None] | None = None  # a task of its own died
         self.acks = Acks()  # every delivery is registered here as it arrives
         self.byte_budget = byte_budget
+        self.window = prefetch  # the prefetch count consumed with
         self.pauses = 0  # times the byte budget stopped the deliveries
+        self._body_size = 0.0  # moving average of the bodies' sizes (the first's at first)
         self._resuming: asyncio.Task[None] | None = None  # retrying a refused resume
 
     async def handle(self, message: Incoming) -> None:
@@ -135,9 +141,9 @@ class Worker:
         async with self._consume_lock:
             if self._consumer is None and not self._closing:
                 self._consumer = await self._connection.consume(
-                    self.queue, self._on_message, prefetch=self.prefetch
+                    self.queue, self._on_message, prefetch=self.window
                 )
-                self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.prefetch)
+                self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.window)
 
     async def pause(self) -> bool:
         """No new deliveries for now; those held stay unsettled. False: not consuming."""
@@ -176,19 +182,33 @@ class Worker:
         if task is not None:
             self._in_flight.add(task)
         self.acks.arrived(message)
+        size = len(message.body)
+        self._body_size += (size - self._body_size) * (SIZE_WEIGHT if self._body_size else 1)
         try:
-            if self.consuming and self.held > self.byte_budget:
-                await self._pause_for_budget()
+            if self.consuming:
+                await self._fit_window()
             await self.handle(message)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
             await self.within_budget()
 
-    async def _pause_for_budget(self) -> None:
-        if await self.pause():
-            self.pauses += 1
-            self.log.info(f"{self.name} paused: byte budget reached", held=self.held)
+    async def _fit_window(self) -> None:
+        """Past the budget, stop consuming, to consume again with the window it holds; a
+        window it would hold twice over (the bodies got smaller) is taken at once."""
+        fitting = int(self.byte_budget / max(self._body_size, 1.0))
+        fitting = max(1, min(self.prefetch, fitting))
+        if self.held > self.byte_budget:
+            self.window = fitting
+            if await self.pause():
+                self.pauses += 1
+                self.log.info(
+                    f"{self.name} paused: byte budget reached", held=self.held, window=fitting
+                )
+        elif fitting >= 2 * self.window:
+            self.window = fitting
+            await self.pause()
+            await self.within_budget()
 
     async def within_budget(self) -> None:
         """Paused by the budget and what is held down to half: consume again (if the

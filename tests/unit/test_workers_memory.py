@@ -47,19 +47,29 @@ async def test_the_validator_pauses_at_its_byte_budget_and_routes_everything(
     world: MemoryWorld,
 ) -> None:
     """Bodies of about two packages at a time: the validator stops consuming past them
-    (its memory bounded where a prefetch count cannot) and consumes again at half, until
-    every package is routed and nothing is held."""
+    (its memory bounded where a prefetch count cannot) and consumes again at half with a
+    window of about two, until every package is routed and nothing is held; a budget that
+    holds many more makes the window grow back."""
     for code in (SENDER, A):
         await world.add_agency(code)
-    packages = [document(recipients=[A]) for _ in range(12)]
-    bodies = [world.signers["G22"].sign(package) for package in packages]
-    world.validator.byte_budget = 2 * len(bodies[0])
-    await asyncio.gather(*(world.submit(body) for body in bodies))
-    for package in packages:
-        await world.routed(package, A)
-    assert world.validator.pauses >= 1
-    assert world.validator.held == 0
-    assert world.validator.consuming
+    validator = world.validator
+
+    async def route(count: int) -> None:
+        packages = [document(recipients=[A]) for _ in range(count)]
+        bodies = [world.signers["G22"].sign(package) for package in packages]
+        await asyncio.gather(*(world.submit(body) for body in bodies))
+        for package in packages:
+            await world.routed(package, A)
+        assert validator.held == 0 and validator.consuming
+
+    size = len(world.signers["G22"].sign(document(recipients=[A])))
+    validator.byte_budget = 2 * size
+    await route(12)
+    assert validator.pauses >= 1
+    assert validator.window <= 3  # the budget over the bodies' average size
+    validator.byte_budget = 100 * size
+    await route(4)
+    assert validator.window >= 50
 
 
 async def test_a_worker_whose_own_task_dies_ends_serve_with_its_error(
