@@ -50,8 +50,8 @@ class Worker:
     A byte budget bounds its memory where a prefetch count cannot (RabbitMQ has no
     ``prefetch_size``): past ``byte_budget`` bytes of bodies held unsettled it stops
     consuming, and it consumes again once they are down to half, with a prefetch window
-    (``window``) that the budget holds at the bodies' average size; when they get smaller
-    again, the window grows back (to ``prefetch`` at most)."""
+    (``window``) that the budget holds at the bodies' average size; it starts at one, and
+    grows (to ``prefetch`` at most) when the budget would hold twice as many."""
 
     queue: ClassVar[str]
     name: ClassVar[str]
@@ -82,7 +82,9 @@ class Worker:
         self.failed: asyncio.Future[None] | None = None  # a task of its own died
         self.acks = Acks()  # every delivery is registered here as it arrives
         self.byte_budget = byte_budget
-        self.window = prefetch  # the prefetch count consumed with
+        # the prefetch count consumed with: from 1, it grows to what the budget holds at the
+        # first bodies' size, so that a burst of large ones never fills a whole prefetch
+        self.window = 1
         self.pauses = 0  # times the byte budget stopped the deliveries
         self._body_size = 0.0  # moving average of the bodies' sizes (the first's at first)
         self._resuming: asyncio.Task[None] | None = None  # retrying a refused resume
