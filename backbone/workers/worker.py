@@ -37,7 +37,9 @@ STOP_TIMEOUT = 30.0  # seconds a stopping worker gives the messages it holds
 # package holds about five times its size (tree, models, what the signature covers), so a
 # few of those at a time, or the prefetch count's worth of small ones
 BYTE_BUDGET = 4 * 1024 * 1024
-SIZE_WEIGHT = 0.125  # of the newest body in the moving average of their sizes
+# the body size a window is made for: the largest lately, fading by this much a message
+# (sized for the average, a stream of small statuses between 1 MB packages let 23 MB in)
+SIZE_FADING = 1 / 64
 RESUME_PAUSE = 1.0  # seconds before consuming is tried again when the broker refused it
 CANCEL_TIMEOUT = 5.0  # then seconds for the cancelled ones to let go of their connections
 
@@ -50,7 +52,7 @@ class Worker:
     A byte budget bounds its memory where a prefetch count cannot (RabbitMQ has no
     ``prefetch_size``): past ``byte_budget`` bytes of bodies held unsettled it stops
     consuming, and it consumes again once they are down to half, with a prefetch window
-    (``window``) that the budget holds at the bodies' average size; it starts at one, and
+    (``window``) that the budget holds at the largest bodies lately; it starts at one, and
     grows (to ``prefetch`` at most) when the budget would hold twice as many."""
 
     queue: ClassVar[str]
@@ -86,7 +88,7 @@ class Worker:
         # first bodies' size, so that a burst of large ones never fills a whole prefetch
         self.window = 1
         self.pauses = 0  # times the byte budget stopped the deliveries
-        self._body_size = 0.0  # moving average of the bodies' sizes (the first's at first)
+        self._body_size = 0.0  # the largest body lately (see SIZE_FADING)
         self._resuming: asyncio.Task[None] | None = None  # retrying a refused resume
 
     async def handle(self, message: Incoming) -> None:
@@ -184,8 +186,7 @@ class Worker:
         if task is not None:
             self._in_flight.add(task)
         self.acks.arrived(message)
-        size = len(message.body)
-        self._body_size += (size - self._body_size) * (SIZE_WEIGHT if self._body_size else 1)
+        self._body_size = max(len(message.body), self._body_size * (1 - SIZE_FADING))
         try:
             if self.consuming:
                 await self._fit_window()

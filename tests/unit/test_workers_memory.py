@@ -66,7 +66,7 @@ async def test_the_validator_pauses_at_its_byte_budget_and_routes_everything(
     validator.byte_budget = 2 * size
     await route(12)
     assert validator.pauses >= 1
-    assert validator.window <= 3  # the budget over the bodies' average size
+    assert validator.window <= 3  # the budget over the largest body lately
     validator.byte_budget = 100 * size
     await route(4)
     assert validator.window >= 50
