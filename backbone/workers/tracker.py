@@ -49,7 +49,9 @@ DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not reco
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
 BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
 PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
-BYTE_BUDGET = 64 * 1024 * 1024  # unacked event bytes past which the tracker stops consuming
+# unacked event bytes past which the tracker stops consuming: a few batches of statuses with
+# their packages (64 MB let it reach 186 MB draining a backlog of 50,000)
+BYTE_BUDGET = 16 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -146,7 +148,7 @@ class Tracker(Worker):
                 items = await self._take()
                 if items:
                     await self._record_isolated(items)
-                    await self.within_budget()  # handle() returned long before: see here
+                    await self.within_budget()  # handle() only buffered: they settle here
         except Exception as exc:
             self.fail(exc)
 

@@ -138,6 +138,13 @@ class Worker:
             self.log.error(
                 f"cannot consume {self.queue}; the {self.name} does nothing", error=str(exc)
             )
+        else:
+            self.log.info(
+                f"{self.name} consuming",
+                queue=self.queue,
+                prefetch=self.prefetch,
+                byte_budget=self.byte_budget,
+            )
 
     async def resume(self) -> None:
         """Start (or start again) taking deliveries; nothing once it is stopping."""
@@ -147,7 +154,7 @@ class Worker:
                 self._consumer = await self._connection.consume(
                     self.queue, self._on_message, prefetch=self.window
                 )
-                self.log.info(f"{self.name} consuming", queue=self.queue, prefetch=self.window)
+                self.log.debug(f"{self.name} consuming", window=self.window)
 
     async def pause(self) -> bool:
         """No new deliveries for now; those held stay unsettled. False: not consuming."""
@@ -205,7 +212,7 @@ class Worker:
             self.window = fitting
             if await self.pause():
                 self.pauses += 1
-                self.log.info(
+                self.log.debug(
                     f"{self.name} paused: byte budget reached", held=self.held, window=fitting
                 )
         elif fitting >= 2 * self.window:
