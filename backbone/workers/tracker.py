@@ -49,9 +49,6 @@ DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not reco
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
 BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
 PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
-# unacked event bytes past which the tracker stops consuming: a few batches of statuses with
-# their packages (64 MB let it reach 186 MB draining a backlog of 50,000)
-BYTE_BUDGET = 16 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -101,14 +98,7 @@ class Tracker(Worker):
         batch: int = 1000,
         prefetch: int = PREFETCH,
     ) -> None:
-        super().__init__(
-            settings,
-            signer,
-            transport=transport,
-            prefetch=prefetch,
-            byte_budget=BYTE_BUDGET,
-            stores=[store],
-        )
+        super().__init__(settings, signer, transport=transport, prefetch=prefetch, stores=[store])
         self.store = store
         self.batch = batch
         self._pending: deque[_Item] = deque()

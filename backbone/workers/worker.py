@@ -34,8 +34,10 @@ from .publisher import Publisher, Signer
 TRANSIENT = (SQLAlchemyError, BrokerError, ConnectionError, OSError, asyncio.TimeoutError)
 STOP_TIMEOUT = 30.0  # seconds a stopping worker gives the messages it holds
 # bodies held unsettled past which a worker stops consuming: a validator checking a 1 MB
-# package holds about five times its size (tree, models, what the signature covers), so a
-# few of those at a time, or the prefetch count's worth of small ones
+# package holds about five times its size (tree, models, what the signature covers), and
+# the tracker's events about five times their JSON, so a few of those at a time (or the
+# prefetch count's worth of small ones: 16 MB let the tracker reach 184 MB draining a
+# backlog of 50,000, 4 MB 153 MB)
 BYTE_BUDGET = 4 * 1024 * 1024
 # the body size a window is made for: the largest lately, fading by this much a message
 # (sized for the average, a stream of small statuses between 1 MB packages let 23 MB in)
@@ -66,7 +68,6 @@ class Worker:
         *,
         transport: Transport | None,
         prefetch: int,
-        byte_budget: int = BYTE_BUDGET,
         stores: Sequence[Store] = (),
     ) -> None:
         self.settings = settings
@@ -83,7 +84,7 @@ class Worker:
         self._consume_lock = asyncio.Lock()  # one consumer at a time, whoever starts it
         self.failed: asyncio.Future[None] | None = None  # a task of its own died
         self.acks = Acks()  # every delivery is registered here as it arrives
-        self.byte_budget = byte_budget
+        self.byte_budget = BYTE_BUDGET
         # the prefetch count consumed with: from 1, it grows to what the budget holds at the
         # first bodies' size, so that a burst of large ones never fills a whole prefetch
         self.window = 1
