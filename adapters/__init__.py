@@ -1,4 +1,2 @@
-"""Integrator workers for systems that cannot speak AMQP (folder drop, HTTP API).
-
-Empty until the pipeline exists: see the routing-pipeline issue.
-"""
+"""Integrator workers for systems that cannot speak AMQP: ``http`` (a REST API, being built)
+and a folder drop (to come)."""
