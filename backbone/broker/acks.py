@@ -5,8 +5,9 @@ A consumer's messages finish out of order (handled concurrently, or waiting for 
 of finished ones at the front is acknowledged with one ``ack(multiple=True)`` (RabbitMQ
 acks every earlier delivery of the channel with it, and every earlier one *is* in that
 run, since a channel's deliveries arrive in tag order). A message finished behind one
-still open waits for it, so that nothing open is ever acknowledged; past MOST_WAITING of
-them they are acked alone, so that a slow message does not hold the prefetch window.
+still open waits for it, so that nothing open is ever acknowledged; past ``most_waiting``
+of them (MOST_WAITING, or less for a small prefetch window: half of it) they are acked
+alone, so that a slow message does not hold the prefetch window.
 
 A message handed back (nacked, or rejected into the quarantine) goes through ``Acks`` too,
 and every frame is sent one at a time, in the order decided here: aiormq's write queue is
@@ -33,7 +34,9 @@ MOST_WAITING = 32
 
 @dataclass(eq=False, slots=True)
 class _Entry:
-    message: Incoming
+    key: int  # id() of its message
+    message: Incoming | None  # let go of once settled, so that its body is freed
+    size: int
     done: bool = False
     settled: bool = False  # acked alone, or rejected: not to be acked again
 
@@ -48,12 +51,13 @@ class Acks:
         self._waiting = 0  # finished, not yet acked
         self._sending = asyncio.Lock()  # one frame at a time, in order (fair: FIFO)
         self.held = 0  # bytes of the bodies arrived and not yet settled (a byte budget's)
+        self.most_waiting = MOST_WAITING  # the consumer lowers it for a small window
 
     def arrived(self, message: Incoming) -> None:
-        entry = _Entry(message)
+        entry = _Entry(id(message), message, len(message.body))
         self._open.append(entry)
-        self.held += len(message.body)
-        self._by_message[id(message)] = entry
+        self.held += entry.size
+        self._by_message[entry.key] = entry
 
     def __len__(self) -> int:
         return len(self._open)
@@ -72,10 +76,11 @@ class Acks:
         """Nack it: back to its queue (``requeue``) or dead-lettered (the quarantine).
         Done, and never acked here; the finished ones behind it are acked now."""
         entry = self._by_message.get(id(message))
-        if entry is not None:
-            if entry.done and not entry.settled:
+        if entry is not None and not entry.settled:
+            if entry.done:
                 self._waiting -= 1
-            entry.done = entry.settled = True
+            entry.done = True
+            self._settle(entry)
         async with self._sending:
             try:
                 await message.nack(requeue=requeue)
@@ -86,23 +91,28 @@ class Acks:
     async def _flush(self) -> None:
         """The finished run at the front in one frame; past MOST_WAITING finished behind an
         open one, those alone (a slow message must not hold the prefetch window)."""
-        last: _Entry | None = None
+        last: Incoming | None = None
         while self._open and self._open[0].done:
             entry = self._open.popleft()
-            del self._by_message[id(entry.message)]
-            self.held -= len(entry.message.body)
+            del self._by_message[entry.key]
             if not entry.settled:
-                last = entry
+                last = self._settle(entry)
                 self._waiting -= 1
-        frames = [] if last is None else [(last.message, True)]
-        if self._waiting > MOST_WAITING:
+        frames = [] if last is None else [(last, True)]
+        if self._waiting > self.most_waiting:
             alone = [e for e in self._open if e.done and not e.settled]
-            for entry in alone:
-                entry.settled = True
-                frames.append((entry.message, False))
+            frames += [(self._settle(entry), False) for entry in alone]
             self._waiting -= len(alone)
         if frames:
             await self._send(frames)
+
+    def _settle(self, entry: _Entry) -> Incoming:
+        """Acked or handed back from here on: its bytes no longer held, its message let go."""
+        message, entry.message = entry.message, None
+        assert message is not None
+        entry.settled = True
+        self.held -= entry.size
+        return message
 
     async def _send(self, frames: list[tuple[Incoming, bool]]) -> None:
         """These acks (message, multiple) in this order, none overtaken by a later one."""
@@ -111,6 +121,6 @@ class Acks:
             for message, multiple in frames:
                 try:
                     await message.ack(multiple=multiple)
-                except BrokerError as exc:  # the channel is gone: the broker redelivers
+                except BrokerError as exc:  # that channel is gone: the broker redelivers
+                    # the rest may be on a new one (a reconnection): each is still tried
                     log.warning("could not ack; the broker will redeliver", error=str(exc)[:300])
-                    return

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from .. import events, lifecycle
@@ -48,6 +49,9 @@ from .worker import TRANSIENT, Worker
 DEFERRALS = (0.2, 0.5, 1.0, 2.0)  # waits for a status whose routing is not recorded yet
 DATABASE_PAUSES = (0.5, 1.0, 2.0, 4.0)  # then every 4 s until the database answers
 BROKER_RETRIES = 5  # a forward the broker keeps refusing then fails its batch (quarantine)
+# what the database refuses for the rows themselves: waiting would not help, and each retry
+# would publish the batch's forwards again (they go before the writes)
+REFUSED_WRITES = (IntegrityError, DataError)
 PREFETCH = 1000  # events in flight: a batch's worth (statuses carry their package)
 
 
@@ -213,6 +217,8 @@ class Tracker(Worker):
                     await queries.add_events(session, rows)  # the writes, then the commit
                 break
             except TRANSIENT as exc:
+                if isinstance(exc, REFUSED_WRITES):  # not an outage: this batch's own fault
+                    raise
                 if isinstance(exc, BrokerError):
                     broker_faults += 1
                     if broker_faults > BROKER_RETRIES:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..broker.acks import Acks
+from ..broker.acks import MOST_WAITING, Acks
 from ..broker.amqp import AmqpTransport
 from ..broker.transport import Connection, Consumer, Incoming, Transport
 from ..config import Settings
@@ -152,6 +152,8 @@ class Worker:
         assert self._connection is not None, "resume() outside running()"
         async with self._consume_lock:
             if self._consumer is None and not self._closing:
+                # a slow message must not hold a small window: those behind it go alone sooner
+                self.acks.most_waiting = min(MOST_WAITING, self.window // 2)
                 self._consumer = await self._connection.consume(
                     self.queue, self._on_message, prefetch=self.window
                 )
@@ -169,9 +171,9 @@ class Worker:
     async def stop_consuming(self) -> None:
         """No new deliveries, for good: the first step of stopping."""
         self._closing = True
+        await self.pause()  # after a resume under way (the lock): its consumer is cancelled
         if self._resuming is not None:
             self._resuming.cancel()
-        await self.pause()
 
     def fail(self, error: BaseException) -> None:
         """A task of the worker's own died: whoever runs the worker stops it (``serve``
@@ -206,7 +208,8 @@ class Worker:
 
     async def _fit_window(self) -> None:
         """Past the budget, stop consuming, to consume again with the window it holds; a
-        window it would hold twice over (the bodies got smaller) is taken at once."""
+        window it would hold twice over (the bodies got smaller), or the whole prefetch, is
+        taken at once."""
         fitting = int(self.byte_budget / max(self._body_size, 1.0))
         fitting = max(1, min(self.prefetch, fitting))
         if self.held > self.byte_budget:
@@ -216,7 +219,7 @@ class Worker:
                 self.log.debug(
                     f"{self.name} paused: byte budget reached", held=self.held, window=fitting
                 )
-        elif fitting >= 2 * self.window:
+        elif fitting >= 2 * self.window or self.window < fitting == self.prefetch:
             self.window = fitting
             await self.pause()
             await self.within_budget()

@@ -5,13 +5,17 @@ before `backbone init`."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from backbone import events
 from backbone.broker import topology
 from backbone.broker.transport import Outgoing
 from backbone.errors import BrokerRefused
+from backbone.store import tracking
 from backbone.testing import MemoryBroker
 from backbone.workers.supervisor import serve
 from backbone.workers.tracker import Tracker
@@ -67,9 +71,37 @@ async def test_the_validator_pauses_at_its_byte_budget_and_routes_everything(
     await route(12)
     assert validator.pauses >= 1
     assert validator.window <= 3  # the budget over the largest body lately
+    assert validator.acks.most_waiting == validator.window // 2  # none waits behind a slow one
     validator.byte_budget = 100 * size
     await route(4)
     assert validator.window >= 50
+
+
+async def test_rows_the_database_refuses_are_quarantined_not_retried(
+    world: MemoryWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An IntegrityError is the batch's own fault, not an outage: the tracker takes the batch
+    apart at once and quarantines the message that fails alone, instead of retrying it for
+    ever (and publishing its forwards again each time, since they go before the writes)."""
+    for code in (SENDER, A):
+        await world.add_agency(code)
+    bad, good = document(recipients=[A]), document(recipients=[A])
+    real, refusals = tracking.add_events, 0
+
+    async def refusing(session: Any, rows: Sequence[dict[str, object]]) -> None:
+        nonlocal refusals
+        if any(row["edxml_document_id"] == bad.document_id for row in rows):
+            refusals += 1
+            raise IntegrityError("INSERT INTO events", {}, Exception("refused"))
+        await real(session, rows)
+
+    monkeypatch.setattr(tracking, "add_events", refusing)
+    await world.submit(world.signers["G22"].sign(bad))
+    await world.broker.join()  # without the fix, the batch is retried here for ever
+    assert world.broker.depth(topology.QUARANTINE) == 1
+    assert refusals <= 2  # the batch, then its one event alone
+    await world.submit(world.signers["G22"].sign(good))
+    await world.routed(good, A)
 
 
 async def test_a_worker_whose_own_task_dies_ends_serve_with_its_error(
