@@ -89,7 +89,7 @@ class Acks:
         await self._flush()
 
     async def _flush(self) -> None:
-        """The finished run at the front in one frame; past MOST_WAITING finished behind an
+        """The finished run at the front in one frame; past ``most_waiting`` finished behind an
         open one, those alone (a slow message must not hold the prefetch window)."""
         last: Incoming | None = None
         while self._open and self._open[0].done:
