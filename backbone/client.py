@@ -37,7 +37,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from . import edxml, signing
 from .broker import topology
-from .broker.acks import MOST_WAITING, Acks
+from .broker.acks import Acks
 from .broker.amqp import AmqpTransport
 from .broker.transport import Connection, Incoming, Outgoing, Transport
 from .edxml.factory import new_status
@@ -318,7 +318,7 @@ class AsyncGateway(_Common):
         the delivery goes back to the queue (past the delivery limit, to the quarantine).
         Acks are coalesced where the order allows (:class:`~backbone.broker.acks.Acks`)."""
         acks = Acks()
-        acks.most_waiting = min(MOST_WAITING, prefetch // 2)  # none held up by a slow one
+        acks.fit(prefetch)
 
         async def on_message(message: Incoming) -> None:
             acks.arrived(message)

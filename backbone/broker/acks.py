@@ -51,13 +51,18 @@ class Acks:
         self._waiting = 0  # finished, not yet acked
         self._sending = asyncio.Lock()  # one frame at a time, in order (fair: FIFO)
         self.held = 0  # bytes of the bodies arrived and not yet settled (a byte budget's)
-        self.most_waiting = MOST_WAITING  # the consumer lowers it for a small window
+        self.most_waiting = MOST_WAITING  # see fit()
 
     def arrived(self, message: Incoming) -> None:
         entry = _Entry(id(message), message, len(message.body))
         self._open.append(entry)
         self.held += entry.size
         self._by_message[entry.key] = entry
+
+    def fit(self, window: int) -> None:
+        """The consumer's prefetch window is ``window``: at most half of it waits behind an
+        open message (a slow one must not hold it all)."""
+        self.most_waiting = min(MOST_WAITING, window // 2)
 
     def __len__(self) -> int:
         return len(self._open)

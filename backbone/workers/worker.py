@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Self
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..broker.acks import MOST_WAITING, Acks
+from ..broker.acks import Acks
 from ..broker.amqp import AmqpTransport
 from ..broker.transport import Connection, Consumer, Incoming, Transport
 from ..config import Settings
@@ -152,8 +152,7 @@ class Worker:
         assert self._connection is not None, "resume() outside running()"
         async with self._consume_lock:
             if self._consumer is None and not self._closing:
-                # a slow message must not hold a small window: those behind it go alone sooner
-                self.acks.most_waiting = min(MOST_WAITING, self.window // 2)
+                self.acks.fit(self.window)
                 self._consumer = await self._connection.consume(
                     self.queue, self._on_message, prefetch=self.window
                 )
@@ -212,7 +211,7 @@ class Worker:
         taken at once."""
         fitting = int(self.byte_budget / max(self._body_size, 1.0))
         fitting = max(1, min(self.prefetch, fitting))
-        if self.held > self.byte_budget:
+        if self.held > self.byte_budget and self.window > 1:  # at 1, a pause bounds nothing
             self.window = fitting
             if await self.pause():
                 self.pauses += 1

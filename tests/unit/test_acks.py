@@ -134,6 +134,21 @@ class SlowNack(Message):
         self.order.append(f"ack {self.tag}")
 
 
+async def test_a_small_window_lets_half_of_it_wait_behind_a_slow_message() -> None:
+    """With a window of 4, a slow message at the front must not keep the three after it
+    unacked (the broker would send nothing more): past two waiting, they go alone."""
+    channel: list[tuple[int, bool]] = []
+    messages = {tag: Message(tag, channel) for tag in (1, 2, 3, 4)}
+    acks = Acks()
+    acks.fit(4)
+    for message in messages.values():
+        acks.arrived(message)  # type: ignore[arg-type]
+    await acks.done(messages[2], messages[3])  # type: ignore[arg-type]  # two: at the bound
+    assert channel == []
+    await acks.done(messages[4])  # type: ignore[arg-type]
+    assert channel == [(2, False), (3, False), (4, False)]
+
+
 async def test_frames_go_one_at_a_time_in_the_order_decided() -> None:
     """aiormq's bounded write queue lets a later frame overtake one waiting for room: the
     multiple ack of 2 would then settle 1 before 1's nack, and the broker closes the

@@ -71,7 +71,6 @@ async def test_the_validator_pauses_at_its_byte_budget_and_routes_everything(
     await route(12)
     assert validator.pauses >= 1
     assert validator.window <= 3  # the budget over the largest body lately
-    assert validator.acks.most_waiting == validator.window // 2  # none waits behind a slow one
     validator.byte_budget = 100 * size
     await route(4)
     assert validator.window >= 50
