@@ -99,7 +99,6 @@ class Acks:
         last: Incoming | None = None
         while self._open and self._open[0].done:
             entry = self._open.popleft()
-            del self._by_message[entry.key]
             if not entry.settled:
                 last = self._settle(entry)
                 self._waiting -= 1
@@ -112,9 +111,12 @@ class Acks:
             await self._send(frames)
 
     def _settle(self, entry: _Entry) -> Incoming:
-        """Acked or handed back from here on: its bytes no longer held, its message let go."""
+        """Acked or handed back from here on: its bytes no longer held, its message let go
+        and forgotten by id() at once (a settled entry may wait at the front a while, and a
+        new delivery may take its message's address, hence its id, meanwhile)."""
         message, entry.message = entry.message, None
         assert message is not None
+        del self._by_message[entry.key]
         entry.settled = True
         self.held -= entry.size
         return message

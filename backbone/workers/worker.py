@@ -249,7 +249,7 @@ class Worker:
         """A delivery that came before the broker's cancel-ok reaches ``_on_message``
         through two tasks (aiormq's, then aio-pika's): let those start, so that what they
         hold is finished too instead of being handed back silently when the connection
-        closes (seen: 22 messages back in backbone.validate after a clean stop)."""
+        closes."""
         for _ in range(DISPATCH_TURNS):
             await asyncio.sleep(0)
 
