@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -221,3 +222,64 @@ class EventRecord(Base):
         Index(None, "kind", "recorded_at"),
         Index(None, "recipient", "status_code"),
     )
+
+
+# --- the HTTP adapter's (adapters/http) -------------------------------------------------------
+
+
+class AdapterCredential(Base):
+    """A document-management system's credential: its id, the agencies it acts for, and its
+    HMAC secret encrypted with the adapter's key (a secret that signs cannot be hashed)."""
+
+    __tablename__ = "adapter_credentials"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agencies: Mapped[str] = mapped_column(Text)  # exact codes, comma-separated
+    secret: Mapped[str] = mapped_column(Text)  # Fernet token of the secret
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class MailboxMessage(Base):
+    """What the adapter took from the broker for an agency, kept until its system has
+    acknowledged it: a delivered document or a status, its bytes as they came. ``id`` is
+    the cursor of listings; ``message_id`` (the backbone's, stable across redeliveries)
+    keeps a message the broker gave twice to one row."""
+
+    __tablename__ = "mailbox"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    message_id: Mapped[str] = mapped_column(String(300), unique=True)
+    recipient: Mapped[str] = mapped_column(CODE)
+    kind: Mapped[str] = mapped_column(String(10))  # edoc | status
+    sender: Mapped[str | None] = mapped_column(CODE)
+    document_id: Mapped[str | None] = mapped_column(String(255))
+    backbone_id: Mapped[str | None] = mapped_column(String(36))
+    status_code: Mapped[str | None] = mapped_column(String(2))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    locked_until: Mapped[datetime | None]
+    lock_token: Mapped[str | None] = mapped_column(String(36))
+    acked_at: Mapped[datetime | None]
+    result: Mapped[str | None] = mapped_column(String(10))  # done | fail
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index(None, "recipient", "acked_at", "id"),)
+
+
+class IdempotentAnswer(Base):
+    """The first answer to a send with an ``Idempotency-Key``, returned to its retries."""
+
+    __tablename__ = "idempotent_answers"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int] = mapped_column(Integer)
+    answer: Mapped[str] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -58,7 +58,7 @@ class Worker:
     (``window``) that the budget holds at the largest bodies lately; it starts at one, and
     grows (to ``prefetch`` at most) when the budget would hold twice as many."""
 
-    queue: ClassVar[str]
+    queue: str  # the queue it consumes (a class's, or an instance's)
     name: ClassVar[str]
     required: ClassVar[bool] = True  # False: a queue it may not read is logged, not fatal
 
