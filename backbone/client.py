@@ -131,8 +131,11 @@ class _Common:
         self.limits = limits
         self._seen = _Seen()
 
-    def _prepare(self, package: edxml.Package | bytes) -> tuple[Outgoing, str]:
-        """The message that submits a package, and its document id."""
+    def _prepare(
+        self, package: edxml.Package | bytes, message_id: str | None = None
+    ) -> tuple[Outgoing, str]:
+        """The message that submits a package (a new message id unless given), and its
+        document id."""
         signs = self.key is not None and bool(self.certificates)
         if isinstance(package, bytes):
             model = edxml.parse(package, self.limits)
@@ -145,7 +148,7 @@ class _Common:
         message = Outgoing(
             body,
             model.sender or "",
-            message_id=uuid.uuid4().hex,
+            message_id=message_id or uuid.uuid4().hex,
             type=model.kind,
             user_id=self.username,
             timestamp=datetime.now(UTC),
@@ -262,9 +265,10 @@ class AsyncGateway(_Common):
             raise RuntimeError("the gateway is not connected: use it in `async with`")
         return self._connection
 
-    async def send(self, package: edxml.Package | bytes) -> str:
-        """Sign (if needed), publish with confirms, and return the DocumentId."""
-        message, document_id = self._prepare(package)
+    async def send(self, package: edxml.Package | bytes, *, message_id: str | None = None) -> str:
+        """Sign (if needed), publish with confirms, and return the DocumentId. A retry that
+        gives the same ``message_id`` lets the backbone tell it is the same submission."""
+        message, document_id = self._prepare(package, message_id)
         try:
             routed = await self._connected.publish(topology.SUBMIT, message, mandatory=True)
         except BrokerError as exc:

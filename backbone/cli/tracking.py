@@ -14,7 +14,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..agency import AgencyCode, AgencyCodeError
@@ -22,8 +21,8 @@ from ..config import get_settings
 from ..edxml.rules import FIRST_YEAR, YEARS_AHEAD
 from ..report import Report, Reporter, period
 from ..store import Store
-from ..store.models import Delivery, EventRecord
 from ..store.repository import find_outcomes
+from ..store.tracking import timeline
 from . import app
 from ._common import database_failure, fail
 
@@ -67,28 +66,7 @@ def status(
         ]
         found = []
         for document in outcomes.documents:
-            deliveries = (
-                (
-                    await session.execute(
-                        select(Delivery)
-                        .where(Delivery.document_pk == document.id)
-                        .order_by(Delivery.recipient)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            events = (
-                (
-                    await session.execute(
-                        select(EventRecord)
-                        .where(EventRecord.document_pk == document.id)
-                        .order_by(EventRecord.recorded_at, EventRecord.id)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            deliveries, events = await timeline(session, document.id)
             found.append(
                 {
                     "backbone_id": document.id,

@@ -79,3 +79,18 @@ async def add_events(session: AsyncSession, rows: Sequence[dict[str, object]]) -
     if rows:
         await session.flush()
         await session.execute(insert(EventRecord), list(rows))
+
+
+async def timeline(
+    session: AsyncSession, document_pk: str
+) -> tuple[list[Delivery], list[EventRecord]]:
+    """A document's deliveries (by recipient) and everything recorded about it, in order."""
+    deliveries = await session.execute(
+        select(Delivery).where(Delivery.document_pk == document_pk).order_by(Delivery.recipient)
+    )
+    events = await session.execute(
+        select(EventRecord)
+        .where(EventRecord.document_pk == document_pk)
+        .order_by(EventRecord.recorded_at, EventRecord.id)
+    )
+    return list(deliveries.scalars()), list(events.scalars())

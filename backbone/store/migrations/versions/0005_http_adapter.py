@@ -30,7 +30,10 @@ def upgrade() -> None:
     op.create_table(
         "mailbox",
         sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+            "id",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
         ),
         sa.Column("message_id", sa.String(length=300), nullable=False),
         sa.Column("recipient", sa.String(length=13), nullable=False),
