@@ -62,6 +62,11 @@ class SignatureRefused(Exception):
         self.header = header
 
 
+def is_key_id(text: str) -> bool:
+    """Has ``text`` the shape of a credential id (checked before it is looked up)?"""
+    return _KEY_ID.fullmatch(text) is not None
+
+
 def canonical(method: str, target: str, timestamp: str, content_sha256: str) -> bytes:
     """What is signed: one line each, so that no field can run into the next."""
     return "\n".join((method.upper(), target, timestamp, content_sha256)).encode()

@@ -193,6 +193,7 @@ def demo() -> None:
 
 # the command groups register themselves on ``app``
 from . import access as _access  # noqa: E402,F401
+from . import adapters as _adapters  # noqa: E402,F401
 from . import agencies as _agencies  # noqa: E402,F401
 from . import bench as _bench  # noqa: E402,F401
 from . import node as _node  # noqa: E402,F401

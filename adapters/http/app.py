@@ -1,0 +1,708 @@
+"""The HTTP adapter's application: ``/v1`` for document-management systems, ``/health``
+and ``/metrics`` for the operators.
+
+    adapter = Adapter(AdapterConfig(settings, gateway="dms-hanoi", amqp_url=...), vault)
+    app = create_app(adapter)     # uvicorn serves it; its lifespan runs the adapter
+
+The adapter is a gateway principal on the broker: it sends as the agencies its gateway
+serves (the broker checks the routing key, the validator the principal's scope) and fills
+its mailbox from the gateway's queue. A request is signed with a credential
+(:mod:`.signing`, :mod:`.credentials`) and acts for that credential's agencies only: a
+request that names another agency is refused (403); a message id outside its mailbox is
+not found (404, the same as one that does not exist, so nothing tells it exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from backbone import edxml
+from backbone.client import AsyncGateway, SendError
+from backbone.config import Settings
+from backbone.errors import BrokerError, PackageError
+from backbone.logs import get_logger
+from backbone.registry import Registry
+from backbone.safe import derived_id, printable
+from backbone.store import Store
+from backbone.store.models import Document, IdempotentAnswer
+from backbone.store.tracking import timeline
+
+from . import credentials, signing
+from .credentials import Credential, Vault
+from .mailbox import Conflict, Entry, Mailbox, MailboxFiller
+from .problems import RESPONSES, Problem
+
+log = get_logger("backbone.adapter.http")
+LOCK_SECONDS = 300.0  # how long a peek locks a message by default
+MOST_LOCK = 3600.0
+XML = "application/xml"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """What one adapter serves: the backbone's settings (database, limits), its gateway's
+    name and broker URL (as that gateway's user), and how long a peek locks."""
+
+    settings: Settings
+    gateway: str
+    amqp_url: str
+    lock_seconds: float = LOCK_SECONDS
+
+
+class Metrics:
+    """The adapter's metrics, in a registry of its own (several apps in one test process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "backbone_adapter_http_requests",
+            "HTTP requests answered, by route template, method and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.sent = Counter(
+            "backbone_adapter_sent",
+            "Packages the broker confirmed, by kind (edoc, status)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.acknowledged = Counter(
+            "backbone_adapter_acknowledged",
+            "Mailbox messages acknowledged by their systems, by result",
+            ["result"],
+            registry=self.registry,
+        )
+
+
+class Adapter:
+    """The adapter's parts: its store, mailbox, broker connection and filler."""
+
+    def __init__(self, config: AdapterConfig, vault: Vault) -> None:
+        self.config = config
+        self.vault = vault
+        self.store = Store(config.settings.database_url)
+        self.mailbox = Mailbox(self.store)
+        self.registry = Registry(self.store, ttl=config.settings.registry_ttl)
+        self.replays = signing.ReplayGuard()
+        self.metrics = Metrics()
+        self.limit = config.settings.max_package_bytes
+        self._gateway: AsyncGateway | None = None
+        self.filler: MailboxFiller | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Connected to the broker, filling the mailbox; all closed after."""
+        settings = self.config.settings
+        gateway_settings = settings.model_copy(update={"amqp_url": self.config.amqp_url})
+        filler = MailboxFiller(gateway_settings, self.mailbox, self.config.gateway)
+        async with AsyncExitStack() as stack:
+            stack.push_async_callback(self.store.close)
+            self._gateway = await stack.enter_async_context(
+                AsyncGateway(
+                    self.config.amqp_url, username=self.config.gateway, limits=settings.limits
+                )
+            )
+            self.filler = await stack.enter_async_context(filler.running())
+            log.info("http adapter ready", gateway=self.config.gateway)
+            try:
+                yield
+            finally:
+                self._gateway = self.filler = None
+
+    @property
+    def gateway(self) -> AsyncGateway:
+        if self._gateway is None:
+            raise Problem(503, "not-ready", "the adapter is not connected to the broker")
+        return self._gateway
+
+
+# --- what the API takes and gives ----------------------------------------------------------
+
+
+class Submitted(BaseModel):
+    """A package the broker has confirmed: the backbone validates it next (a refusal comes
+    back as a status 02 in the sender's mailbox, naming the fault)."""
+
+    kind: Literal["edoc", "status"]
+    document_id: str
+    sender: str
+    message_id: str = Field(description="the submission's id: `backbone status` finds it")
+    recipients: list[str] = Field(default_factory=list)
+    status_code: str | None = None
+
+
+class Message(BaseModel):
+    """A message in the mailbox."""
+
+    id: int
+    kind: str
+    sender: str | None
+    recipient: str
+    document_id: str | None
+    backbone_id: str | None
+    status_code: str | None
+    content_sha256: str
+    size: int
+    received_at: datetime
+    locked_until: datetime | None
+    acknowledged_at: datetime | None
+    result: str | None
+    reason: str | None
+
+    @classmethod
+    def of(cls, entry: Entry) -> Message:
+        return cls(
+            id=entry.id,
+            kind=entry.kind,
+            sender=entry.sender,
+            recipient=entry.recipient,
+            document_id=entry.document_id,
+            backbone_id=entry.backbone_id,
+            status_code=entry.status_code,
+            content_sha256=entry.content_sha256,
+            size=entry.size,
+            received_at=entry.received_at,
+            locked_until=entry.locked_until,
+            acknowledged_at=entry.acked_at,
+            result=entry.result,
+            reason=entry.reason,
+        )
+
+
+class Page(BaseModel):
+    items: list[Message]
+    next: int | None = Field(description="the cursor of the next page (`after=`), if any")
+
+
+class Locked(BaseModel):
+    message: Message
+    lock_token: str
+
+
+class Acknowledgement(BaseModel):
+    result: Literal["done", "fail"]
+    reason: str | None = Field(None, max_length=2000, description="why, for `fail`")
+
+
+class Count(BaseModel):
+    count: int
+
+
+class TimelineEvent(BaseModel):
+    kind: str
+    status_code: str | None
+    description: str | None
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+class RecipientStatus(BaseModel):
+    recipient: str
+    transport: str
+    status_code: str | None
+    history: list[TimelineEvent]
+
+
+class SentDocument(BaseModel):
+    backbone_id: str
+    sender: str
+    document_id: str
+    subject: str | None
+    accepted_at: datetime | None
+    recipients: list[RecipientStatus]
+
+
+class Capability(BaseModel):
+    agency: str
+    registered: bool
+    active: bool
+    reachable: bool = Field(description="a queue receives its deliveries")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    broker: bool
+    database: bool
+
+
+# --- the application ----------------------------------------------------------------------
+
+
+def create_app(adapter: Adapter) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with adapter.running():
+            yield
+
+    app = FastAPI(
+        title="Backbone HTTP adapter",
+        version="1",
+        summary="Document-management systems send and receive edXML packages over HTTP.",
+        lifespan=lifespan,
+        responses=RESPONSES,
+    )
+    _errors(app)
+    _metrics(app, adapter)
+    caller = _authenticated(adapter)
+    Caller = Annotated[Credential, Depends(caller)]
+
+    @app.post("/v1/documents", status_code=202, tags=["send"])
+    async def send_document(
+        request: Request,
+        credential: Caller,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Submitted:
+        """Send a signed edXML document package (the body, `application/xml`), as it is."""
+        return await _send(adapter, request, credential, "edoc", idempotency_key)
+
+    @app.post("/v1/statuses", status_code=202, tags=["send"])
+    async def send_status(
+        request: Request,
+        credential: Caller,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> Submitted:
+        """Send a signed edXML status package (01 to 06, 02 with its reason)."""
+        return await _send(adapter, request, credential, "status", idempotency_key)
+
+    @app.get("/v1/documents/{document_id}", tags=["statuses"])
+    async def sent_document(
+        document_id: Annotated[str, Field(max_length=255)],
+        credential: Caller,
+        sender: Annotated[str | None, Query(max_length=13)] = None,
+    ) -> SentDocument:
+        """A sent document's status per recipient, with each one's history."""
+        senders = _agencies(credential, sender)
+        async with adapter.store.sessions() as session:
+            document = await session.scalar(
+                select(Document)
+                .where(Document.document_id == document_id, Document.sender.in_(senders))
+                .order_by(Document.submitted_at.desc())
+                .limit(1)
+            )
+            if document is None:
+                raise Problem(404, "not-found", "no document of yours has this DocumentId")
+            deliveries, events = await timeline(session, document.id)
+        return SentDocument(
+            backbone_id=document.id,
+            sender=document.sender,
+            document_id=document.document_id,
+            subject=document.subject,
+            accepted_at=document.accepted_at,
+            recipients=[
+                RecipientStatus(
+                    recipient=d.recipient,
+                    transport=d.transport_state,
+                    status_code=d.status_code,
+                    history=[
+                        TimelineEvent(
+                            kind=e.kind,
+                            status_code=e.status_code,
+                            description=e.description,
+                            occurred_at=e.occurred_at,
+                            recorded_at=e.recorded_at,
+                        )
+                        for e in events
+                        if e.recipient == d.recipient
+                    ],
+                )
+                for d in deliveries
+            ],
+        )
+
+    @app.get("/v1/inbox", tags=["receive"])
+    async def inbox(
+        credential: Caller,
+        after: Annotated[int, Query(ge=0)] = 0,
+        kind: Annotated[Literal["edoc", "status"] | None, Query()] = None,
+        agency: Annotated[str | None, Query(max_length=13)] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Page:
+        """What waits to be acknowledged, oldest first; `next` is the cursor of the rest."""
+        entries = await adapter.mailbox.waiting(
+            _agencies(credential, agency),
+            after=after,
+            kind=kind,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        items = [Message.of(entry) for entry in entries]
+        return Page(items=items, next=items[-1].id if len(items) == limit else None)
+
+    @app.get("/v1/inbox/count", tags=["receive"])
+    async def count(
+        credential: Caller,
+        kind: Annotated[Literal["edoc", "status"] | None, Query()] = None,
+        agency: Annotated[str | None, Query(max_length=13)] = None,
+    ) -> Count:
+        """How many wait to be acknowledged."""
+        return Count(count=await adapter.mailbox.count(_agencies(credential, agency), kind))
+
+    @app.post("/v1/inbox/peek", tags=["receive"], responses={204: {"description": "none waits"}})
+    async def peek(
+        credential: Caller,
+        kind: Annotated[Literal["edoc", "status"] | None, Query()] = None,
+        agency: Annotated[str | None, Query(max_length=13)] = None,
+        lock: Annotated[float | None, Query(gt=0, le=MOST_LOCK)] = None,
+    ) -> Locked | Response:
+        """Lock the next message for `lock` seconds (the adapter's default otherwise); one
+        not acknowledged in time is given to the next peek."""
+        found = await adapter.mailbox.peek(
+            _agencies(credential, agency), lock or adapter.config.lock_seconds, kind
+        )
+        if found is None:
+            return Response(status_code=204)
+        entry, token = found
+        return Locked(message=Message.of(entry), lock_token=token)
+
+    @app.get("/v1/inbox/{message}", tags=["receive"])
+    async def message(message: int, credential: Caller) -> Message:
+        return Message.of(await _entry(adapter, credential, message))
+
+    @app.get(
+        "/v1/inbox/{message}/package",
+        tags=["receive"],
+        response_class=Response,
+        responses={200: {"content": {XML: {}}, "description": "the package, byte for byte"}},
+    )
+    async def package(message: int, credential: Caller) -> Response:
+        """The package as it was delivered, byte for byte (its signature verifies)."""
+        body = await adapter.mailbox.body(credential.agencies, message)
+        if body is None:
+            raise _no_message(message)
+        digest = hashlib.sha256(body).hexdigest()
+        return Response(body, media_type=XML, headers={"X-Content-SHA256": digest})
+
+    @app.get(
+        "/v1/inbox/{message}/attachments/{content_id}",
+        tags=["receive"],
+        response_class=Response,
+        responses={200: {"content": {"application/octet-stream": {}}}},
+    )
+    async def attachment(
+        message: int, content_id: Annotated[str, Field(max_length=255)], credential: Caller
+    ) -> Response:
+        """One attachment of a delivered document, decoded, by its content id."""
+        body = await adapter.mailbox.body(credential.agencies, message)
+        if body is None:
+            raise _no_message(message)
+        package = await asyncio.to_thread(edxml.parse, body, adapter.config.settings.limits)
+        for item in getattr(package, "attachments", ()):
+            if item.content_id == content_id:
+                return Response(
+                    item.data,
+                    media_type=_media_type(item.content_type),
+                    headers={"Content-Disposition": _disposition(item.attachment_name)},
+                )
+        raise Problem(404, "not-found", "the package has no attachment with this content id")
+
+    @app.post("/v1/inbox/{message}/ack", tags=["receive"])
+    async def acknowledge(message: int, answer: Acknowledgement, credential: Caller) -> Message:
+        """Taken (`done`), or not (`fail`, with why); the message leaves the listing."""
+        try:
+            entry = await adapter.mailbox.acknowledge(
+                credential.agencies, message, answer.result, answer.reason
+            )
+        except Conflict as exc:
+            raise Problem(409, "acknowledged", str(exc)) from exc
+        if entry is None:
+            raise _no_message(message)
+        adapter.metrics.acknowledged.labels(answer.result).inc()
+        log.info("acknowledged", message=message, result=answer.result, agency=entry.recipient)
+        return Message.of(entry)
+
+    @app.get("/v1/directory/agencies/{code}", tags=["directory"])
+    async def capability(code: Annotated[str, Field(max_length=13)], _: Caller) -> Capability:
+        """Can a document be sent to this agency now (registered, active, served)?"""
+        agency = await adapter.registry.get_agency(code)
+        queues = await adapter.registry.delivery_queues() if agency is not None else {}
+        return Capability(
+            agency=code,
+            registered=agency is not None,
+            active=agency is not None and agency.active,
+            reachable=agency is not None and agency.active and queues.get(code) is not None,
+        )
+
+    @app.get("/health", tags=["operations"])
+    async def health(response: Response) -> Health:
+        """Is the adapter connected to the broker and its database?"""
+        broker = adapter.filler is not None and adapter.filler.consuming
+        try:
+            async with adapter.store.sessions() as session:
+                await session.scalar(select(1))
+            database = True
+        except SQLAlchemyError:
+            database = False
+        if not (broker and database):
+            response.status_code = 503
+        return Health(
+            status="ok" if broker and database else "degraded", broker=broker, database=database
+        )
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus's text format."""
+        return Response(generate_latest(adapter.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+# --- the parts of a request ---------------------------------------------------------------
+
+
+def _authenticated(adapter: Adapter) -> Callable[[Request], Awaitable[Credential]]:
+    async def caller(request: Request) -> Credential:
+        """The credential that signed this request (its body read, bounded, on the way)."""
+        body = await _bounded_body(request, adapter.limit)
+        now = time.time()
+        key_id = request.headers.get(signing.KEY) or ""
+        credential = None
+        if signing.is_key_id(key_id):
+            async with adapter.store.sessions() as session:
+                credential = await credentials.active(session, adapter.vault, key_id)
+        try:
+            signing.verify(
+                request.headers,
+                request.method,
+                _target(request),
+                body,
+                lambda _: credential.secret if credential is not None else None,
+                now,
+            )
+            adapter.replays.check(request.headers, now)
+        except signing.SignatureRefused as exc:
+            raise Problem(
+                401,
+                exc.reason.value,
+                str(exc),
+                path=exc.header or None,
+                headers={"WWW-Authenticate": "Backbone-HMAC-SHA256"},
+            ) from exc
+        assert credential is not None
+        return credential
+
+    return caller
+
+
+def _target(request: Request) -> str:
+    """The request target as the client sent it (what it signed): raw path and query."""
+    path = request.scope.get("raw_path") or request.url.path.encode()
+    query = request.scope.get("query_string") or b""
+    target = path.decode("latin-1")
+    return f"{target}?{query.decode('latin-1')}" if query else target
+
+
+async def _bounded_body(request: Request, limit: int) -> bytes:
+    """The body, refused past ``limit`` bytes before more of it is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body
+    return body
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "too-large", f"the body is larger than the {limit} bytes allowed")
+
+
+def _agencies(credential: Credential, agency: str | None) -> frozenset[str]:
+    """The agencies a request acts for: one it names (which must be the credential's), or
+    all of the credential's."""
+    if agency is None:
+        return credential.agencies
+    if agency not in credential.agencies:
+        raise Problem(
+            403,
+            "not-your-agency",
+            "this credential does not act for that agency",
+            value=printable(agency, 13),
+        )
+    return frozenset({agency})
+
+
+async def _entry(adapter: Adapter, credential: Credential, message: int) -> Entry:
+    entry = await adapter.mailbox.get(credential.agencies, message)
+    if entry is None:
+        raise _no_message(message)
+    return entry
+
+
+def _no_message(message: int) -> Problem:
+    return Problem(404, "not-found", f"no message {message} in your mailbox")
+
+
+async def _send(
+    adapter: Adapter,
+    request: Request,
+    credential: Credential,
+    kind: str,
+    idempotency_key: str | None,
+) -> Submitted:
+    content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type not in (XML, "text/xml"):
+        raise Problem(415, "media-type", f"send the package as {XML}", value=content_type)
+    body = await request.body()
+    digest = hashlib.sha256(body).hexdigest()
+    if idempotency_key is not None:
+        first = await _first_answer(adapter, credential, idempotency_key, digest)
+        if first is not None:
+            return first
+    try:
+        package = await asyncio.to_thread(edxml.parse, body, adapter.config.settings.limits)
+    except PackageError as exc:
+        raise Problem.of_issue(422, exc.issues[0]) from exc
+    if package.kind != kind:
+        where = "/v1/statuses" if package.kind == "status" else "/v1/documents"
+        raise Problem(422, "wrong-kind", f"a {package.kind} package is sent to {where}")
+    sender = package.sender or ""
+    if sender not in credential.agencies:
+        raise Problem(
+            403,
+            "not-your-agency",
+            "this credential does not send for the package's sender",
+            path="Header/From/OrganId",
+            value=printable(sender, 13),
+        )
+    message_id = (
+        derived_id("http", credential.key_id, idempotency_key)
+        if idempotency_key is not None
+        else uuid.uuid4().hex
+    )
+    try:
+        await adapter.gateway.send(body, message_id=message_id)
+    except (SendError, BrokerError) as exc:
+        raise Problem(503, "broker", f"the broker did not take the package: {exc}") from exc
+    adapter.metrics.sent.labels(kind).inc()
+    answer = Submitted(
+        kind=package.kind,
+        document_id=printable(package.document_id, 255) or "",
+        sender=sender,
+        message_id=message_id,
+        recipients=[r or "" for r in getattr(package, "recipients", ())],
+        status_code=package.header.status_code
+        if isinstance(package, edxml.StatusPackage)
+        else None,
+    )
+    log.info(
+        "sent", kind=kind, agency=sender, document_id=answer.document_id, message_id=message_id
+    )
+    if idempotency_key is not None:
+        await _keep_answer(adapter, credential, idempotency_key, digest, answer)
+    return answer
+
+
+async def _first_answer(
+    adapter: Adapter, credential: Credential, key: str, digest: str
+) -> Submitted | None:
+    async with adapter.store.sessions() as session:
+        row = await session.get(IdempotentAnswer, (credential.key_id, key))
+    if row is None:
+        return None
+    if row.request_sha256 != digest:
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used for another body",
+            path="Idempotency-Key",
+        )
+    return Submitted.model_validate(json.loads(row.answer))
+
+
+async def _keep_answer(
+    adapter: Adapter, credential: Credential, key: str, digest: str, answer: Submitted
+) -> None:
+    try:
+        async with adapter.store.transaction() as session:
+            session.add(
+                IdempotentAnswer(
+                    key_id=credential.key_id,
+                    idempotency_key=key,
+                    request_sha256=digest,
+                    status=202,
+                    answer=answer.model_dump_json(),
+                )
+            )
+    except SQLAlchemyError:  # a concurrent retry kept it first: the same answer
+        log.info("idempotent answer kept by a concurrent retry", message_id=answer.message_id)
+
+
+def _media_type(declared: str | None) -> str:
+    """An attachment's declared type, if it looks like one (it comes from the package)."""
+    if (
+        declared
+        and len(declared) <= 100
+        and declared.count("/") == 1
+        and all(c.isascii() and (c.isalnum() or c in "/.+-_") for c in declared)
+    ):
+        return declared
+    return "application/octet-stream"
+
+
+def _disposition(name: str) -> str:
+    """``attachment`` with the name made safe for a header (it comes from the package)."""
+    safe = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "._- "))[:200]
+    return f'attachment; filename="{safe or "attachment"}"'
+
+
+def _errors(app: FastAPI) -> None:
+    """Every error answered as a problem."""
+
+    @app.exception_handler(Problem)
+    async def problem(_: Request, exc: Problem) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        value = first.get("input")
+        return Problem(
+            422,
+            "request-invalid",
+            str(first.get("msg", "the request is not valid")),
+            path=where or None,
+            value=printable(value if isinstance(value, str) else None, 200),
+        ).response()
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+        log.warning("database unavailable", error=type(exc).__name__)
+        return Problem(503, "database", "the adapter's database is unavailable").response()
+
+
+def _metrics(app: FastAPI, adapter: Adapter) -> None:
+    @app.middleware("http")
+    async def count(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        adapter.metrics.requests.labels(template, request.method, str(response.status_code)).inc()
+        return response

@@ -1,0 +1,211 @@
+"""``backbone adapter``: the adapters for systems that cannot speak AMQP, and the HTTP
+adapter's credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..broker.provisioning import vhost_url
+from ..config import get_settings
+from ..errors import BackboneError
+from ..logs import configure
+from ..registry import gateway_name
+from ..store import Store
+from . import app
+from ._common import database_failure, fail, password_from
+
+adapter_app = typer.Typer(
+    help="Adapters for document-management systems that cannot speak AMQP.",
+    no_args_is_help=True,
+)
+credentials_app = typer.Typer(
+    help="The HTTP adapter's credentials: who may call it, for which agencies. The secrets "
+    "are sealed with BACKBONE_ADAPTER_KEY (make one with `credentials key`).",
+    no_args_is_help=True,
+)
+app.add_typer(adapter_app, name="adapter")
+adapter_app.add_typer(credentials_app, name="credentials")
+PASSWORD_ENV = "BACKBONE_ADAPTER_PASSWORD"
+
+
+@adapter_app.command("http")
+def http(
+    gateway: Annotated[
+        str,
+        typer.Option(
+            help="The gateway the adapter is on the broker (`gateway add NAME --serves ...`)."
+        ),
+    ],
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help=f"A file holding the gateway's password (else ${PASSWORD_ENV})."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="The address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The port to listen on.")] = 8080,
+    lock: Annotated[
+        float, typer.Option(min=1, max=3600, help="Seconds a peek locks a message by default.")
+    ] = 300.0,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="TLS: the server's certificate chain (PEM).")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="TLS: the server's private key (PEM).")
+    ] = None,
+) -> None:
+    """Serve the HTTP API (`/v1`, `/health`, `/metrics`) for the agencies the gateway
+    serves, filling the adapter's mailbox from the gateway's queue. Runs until SIGTERM or
+    Ctrl-C; what it holds unacknowledged comes back to it on the next start."""
+    import uvicorn
+
+    from adapters.http.app import AdapterConfig, create_app
+    from adapters.http.credentials import CredentialError, Vault
+
+    gateway_name(gateway)
+    if (tls_cert is None) != (tls_key is None):
+        raise fail("TLS needs both --tls-cert and --tls-key")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            raise fail(f"cannot read {path}: no such file")
+    if password_file is not None:
+        password = password_from(password_file)
+    elif os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    else:
+        raise fail(f"the gateway's password: give --password-file or set {PASSWORD_ENV}")
+    settings = get_settings()
+    configure(settings.log_format or "json", settings.log_level)  # a service: JSON lines
+    try:
+        vault = Vault.from_environment()
+    except CredentialError as exc:
+        raise fail(str(exc)) from None
+    from adapters.http.app import Adapter
+
+    config = AdapterConfig(
+        settings,
+        gateway=gateway,
+        amqp_url=vhost_url(settings.amqp_url, settings.vhost, gateway, password),
+        lock_seconds=lock,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(Adapter(config, vault)),
+            host=host,
+            port=port,
+            ssl_certfile=str(tls_cert) if tls_cert else None,
+            ssl_keyfile=str(tls_key) if tls_key else None,
+            log_config=None,  # structlog's
+            access_log=False,  # a request logs its ids, never its body or headers
+            server_header=False,
+            lifespan="on",
+        )
+    )
+    server.run()
+    if not server.started:
+        raise fail("the HTTP adapter did not start (see the log above)")
+
+
+def _credentials(work: Any) -> Any:
+    """Run ``work(session, vault)`` in a transaction, with errors a user can act on."""
+    from adapters.http.credentials import Vault
+
+    settings = get_settings()
+
+    async def run() -> Any:
+        vault = Vault.from_environment()
+        store = Store(settings.database_url)
+        try:
+            async with store.transaction() as session:
+                return await work(session, vault)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except BackboneError as exc:
+        raise fail(str(exc)) from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise database_failure(exc, settings.database_url) from None
+
+
+@credentials_app.command("key")
+def key() -> None:
+    """Print a new BACKBONE_ADAPTER_KEY (keep it with the adapter's secrets, not in the
+    database: without it the stored secrets are useless)."""
+    from adapters.http.credentials import Vault
+
+    typer.echo(Vault.new_key())
+
+
+@credentials_app.command("add")
+def add(
+    agency: Annotated[
+        list[str], typer.Option(help="An agency the credential acts for (repeatable).")
+    ],
+    label: Annotated[str | None, typer.Option(help="Whose system it is, for the list.")] = None,
+) -> None:
+    """A new credential: prints its id and its secret, once (the secret is not shown again;
+    `rotate` makes a new one)."""
+    from adapters.http import credentials
+
+    async def work(session: Any, vault: Any) -> tuple[str, str]:
+        return await credentials.add(session, vault, agency, label)
+
+    key_id, secret = _credentials(work)
+    typer.echo(f"key id: {key_id}")
+    typer.echo(f"secret: {secret}")
+    typer.echo("the secret is shown once: give it to the system's operator now", err=True)
+
+
+@credentials_app.command("list")
+def listed() -> None:
+    """Every credential, its agencies and whether it is revoked (never a secret)."""
+    from adapters.http import credentials
+
+    async def work(session: Any, _: Any) -> list[credentials.Listed]:
+        return await credentials.listed(session)
+
+    rows = _credentials(work)
+    table = Table("key id", "agencies", "label", "created", "revoked")
+    for row in rows:
+        table.add_row(
+            row.key_id,
+            escape(", ".join(row.agencies)),
+            escape(row.label or ""),
+            row.created_at.strftime("%Y-%m-%d %H:%M"),
+            row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "",
+        )
+    Console(highlight=False, emoji=False).print(table)
+
+
+@credentials_app.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="The credential's key id.")]) -> None:
+    """Revoke a credential at once (kept in the list, so that what it did stays known)."""
+    from adapters.http import credentials
+
+    async def work(session: Any, _: Any) -> bool:
+        return await credentials.revoke(session, key_id)
+
+    changed = _credentials(work)
+    typer.echo(f"revoked {key_id}" if changed else f"{key_id} was revoked already")
+
+
+@credentials_app.command("rotate")
+def rotate(key_id: Annotated[str, typer.Argument(help="The credential's key id.")]) -> None:
+    """A new secret for a credential; the old one stops working at once."""
+    from adapters.http import credentials
+
+    async def work(session: Any, vault: Any) -> str:
+        return await credentials.rotate(session, vault, key_id)
+
+    secret = _credentials(work)
+    typer.echo(f"key id: {key_id}")
+    typer.echo(f"secret: {secret}")
