@@ -258,10 +258,9 @@ def create_app(adapter: Adapter) -> FastAPI:
         lifespan=lifespan,
         responses=RESPONSES,
     )
+    app.state.adapter = adapter
     _errors(app)
     _metrics(app, adapter)
-    caller = _authenticated(adapter)
-    Caller = Annotated[Credential, Depends(caller)]
 
     @app.post("/v1/documents", status_code=202, tags=["send"])
     async def send_document(
@@ -357,13 +356,18 @@ def create_app(adapter: Adapter) -> FastAPI:
         """How many wait to be acknowledged."""
         return Count(count=await adapter.mailbox.count(_agencies(credential, agency), kind))
 
-    @app.post("/v1/inbox/peek", tags=["receive"], responses={204: {"description": "none waits"}})
+    @app.post(
+        "/v1/inbox/peek",
+        tags=["receive"],
+        response_model=Locked,
+        responses={204: {"description": "none waits"}},
+    )
     async def peek(
         credential: Caller,
         kind: Annotated[Literal["edoc", "status"] | None, Query()] = None,
         agency: Annotated[str | None, Query(max_length=13)] = None,
         lock: Annotated[float | None, Query(gt=0, le=MOST_LOCK)] = None,
-    ) -> Locked | Response:
+    ) -> Any:
         """Lock the next message for `lock` seconds (the adapter's default otherwise); one
         not acknowledged in time is given to the next peek."""
         found = await adapter.mailbox.peek(
@@ -469,38 +473,39 @@ def create_app(adapter: Adapter) -> FastAPI:
 # --- the parts of a request ---------------------------------------------------------------
 
 
-def _authenticated(adapter: Adapter) -> Callable[[Request], Awaitable[Credential]]:
-    async def caller(request: Request) -> Credential:
-        """The credential that signed this request (its body read, bounded, on the way)."""
-        body = await _bounded_body(request, adapter.limit)
-        now = time.time()
-        key_id = request.headers.get(signing.KEY) or ""
-        credential = None
-        if signing.is_key_id(key_id):
-            async with adapter.store.sessions() as session:
-                credential = await credentials.active(session, adapter.vault, key_id)
-        try:
-            signing.verify(
-                request.headers,
-                request.method,
-                _target(request),
-                body,
-                lambda _: credential.secret if credential is not None else None,
-                now,
-            )
-            adapter.replays.check(request.headers, now)
-        except signing.SignatureRefused as exc:
-            raise Problem(
-                401,
-                exc.reason.value,
-                str(exc),
-                path=exc.header or None,
-                headers={"WWW-Authenticate": "Backbone-HMAC-SHA256"},
-            ) from exc
-        assert credential is not None
-        return credential
+async def _caller(request: Request) -> Credential:
+    """The credential that signed this request (its body read, bounded, on the way)."""
+    adapter: Adapter = request.app.state.adapter
+    body = await _bounded_body(request, adapter.limit)
+    now = time.time()
+    key_id = request.headers.get(signing.KEY) or ""
+    credential = None
+    if signing.is_key_id(key_id):
+        async with adapter.store.sessions() as session:
+            credential = await credentials.active(session, adapter.vault, key_id)
+    try:
+        signing.verify(
+            request.headers,
+            request.method,
+            _target(request),
+            body,
+            lambda _: credential.secret if credential is not None else None,
+            now,
+        )
+        adapter.replays.check(request.headers, now)
+    except signing.SignatureRefused as exc:
+        raise Problem(
+            401,
+            exc.reason.value,
+            str(exc),
+            path=exc.header or None,
+            headers={"WWW-Authenticate": "Backbone-HMAC-SHA256"},
+        ) from exc
+    assert credential is not None
+    return credential
 
-    return caller
+
+Caller = Annotated[Credential, Depends(_caller)]
 
 
 def _target(request: Request) -> str:

@@ -7,14 +7,17 @@ A request carries four headers::
 
     X-Backbone-Key            the credential's id (letters, digits, ``_`` and ``-``, at most 64)
     X-Backbone-Timestamp      Unix seconds when it was signed
+    X-Backbone-Nonce          a value new for each request (16 to 64 letters, digits, ``_``, ``-``)
     X-Backbone-Content-SHA256 the body's SHA-256, in lowercase hex
     X-Backbone-Signature      HMAC-SHA256(secret, canonical), in lowercase hex
 
-where ``canonical`` is the method, the request target (path and query, as sent), the timestamp
-and the body's digest, one per line. The method and target bind the signature to one call,
-the digest to its body, the timestamp to a window of ``WINDOW`` seconds either side of the
-server's clock; within it, :class:`ReplayGuard` refuses the same signature twice, so a
-captured request cannot be sent again.
+where ``canonical`` is the method, the request target (path and query, as sent), the
+timestamp, the nonce and the body's digest, one per line. The method and target bind the
+signature to one call, the digest to its body, the timestamp to a window of ``WINDOW``
+seconds either side of the server's clock; within it, :class:`ReplayGuard` refuses the same
+signature twice, so a
+captured request cannot be sent again, while the nonce lets a client send the same request
+twice in one second (a retry with the same ``Idempotency-Key``) under two signatures.
 """
 
 from __future__ import annotations
@@ -23,19 +26,25 @@ import hashlib
 import heapq
 import hmac
 import re
-from collections.abc import Callable, Mapping
+import secrets
+import time
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+import httpx
+
 KEY = "x-backbone-key"
 TIMESTAMP = "x-backbone-timestamp"
+NONCE = "x-backbone-nonce"
 CONTENT = "x-backbone-content-sha256"
 SIGNATURE = "x-backbone-signature"
-HEADERS = (KEY, TIMESTAMP, CONTENT, SIGNATURE)
+HEADERS = (KEY, TIMESTAMP, NONCE, CONTENT, SIGNATURE)
 WINDOW = 300  # seconds a signature is good for, either side of the server's clock
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _METHOD = re.compile(r"[A-Z]{1,10}")
 _TARGET_LIMIT = 8192  # characters of path and query
@@ -67,9 +76,9 @@ def is_key_id(text: str) -> bool:
     return _KEY_ID.fullmatch(text) is not None
 
 
-def canonical(method: str, target: str, timestamp: str, content_sha256: str) -> bytes:
+def canonical(method: str, target: str, timestamp: str, nonce: str, content_sha256: str) -> bytes:
     """What is signed: one line each, so that no field can run into the next."""
-    return "\n".join((method.upper(), target, timestamp, content_sha256)).encode()
+    return "\n".join((method.upper(), target, timestamp, nonce, content_sha256)).encode()
 
 
 def content_digest(body: bytes) -> str:
@@ -77,12 +86,25 @@ def content_digest(body: bytes) -> str:
 
 
 def sign(
-    key_id: str, secret: bytes, method: str, target: str, body: bytes, now: float
+    key_id: str,
+    secret: bytes,
+    method: str,
+    target: str,
+    body: bytes,
+    now: float,
+    nonce: str | None = None,
 ) -> dict[str, str]:
     """The headers that sign this request (for clients, tests and README's example)."""
     timestamp, digest = str(int(now)), content_digest(body)
-    signature = hmac.new(secret, canonical(method, target, timestamp, digest), "sha256")
-    return {KEY: key_id, TIMESTAMP: timestamp, CONTENT: digest, SIGNATURE: signature.hexdigest()}
+    nonce = nonce or secrets.token_urlsafe(18)
+    signature = hmac.new(secret, canonical(method, target, timestamp, nonce, digest), "sha256")
+    return {
+        KEY: key_id,
+        TIMESTAMP: timestamp,
+        NONCE: nonce,
+        CONTENT: digest,
+        SIGNATURE: signature.hexdigest(),
+    }
 
 
 def verify(
@@ -100,10 +122,11 @@ def verify(
     for name, value in values.items():
         if not value:
             raise SignatureRefused(Refusal.MISSING, name, f"the request has no {name} header")
-    key_id, timestamp, digest, signature = (str(values[name]) for name in HEADERS)
+    key_id, timestamp, nonce, digest, signature = (str(values[name]) for name in HEADERS)
     shapes = (
         (KEY, key_id, _KEY_ID, "letters, digits, '_' or '-', at most 64"),
         (TIMESTAMP, timestamp, _TIMESTAMP, "Unix seconds"),
+        (NONCE, nonce, _NONCE, "16 to 64 letters, digits, '_' or '-'"),
         (CONTENT, digest, _HEX64, "64 lowercase hex digits"),
         (SIGNATURE, signature, _HEX64, "64 lowercase hex digits"),
     )
@@ -125,7 +148,7 @@ def verify(
         raise SignatureRefused(Refusal.UNKNOWN_KEY, KEY, "no active credential has this key")
     if not hmac.compare_digest(digest, content_digest(body)):
         raise SignatureRefused(Refusal.CONTENT_MISMATCH, CONTENT, f"{CONTENT} is not the body's")
-    expected = hmac.new(secret, canonical(method, target, timestamp, digest), "sha256")
+    expected = hmac.new(secret, canonical(method, target, timestamp, nonce, digest), "sha256")
     if not hmac.compare_digest(signature, expected.hexdigest()):
         raise SignatureRefused(
             Refusal.BAD_SIGNATURE, SIGNATURE, "the signature does not match this request"
@@ -157,3 +180,22 @@ class ReplayGuard:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class HmacAuth(httpx.Auth):
+    """Signs every request of an httpx client with a credential: what a DMS written in
+    Python needs (``httpx.Client(base_url=..., auth=HmacAuth(key_id, secret))``)."""
+
+    requires_request_body = True
+
+    def __init__(self, key_id: str, secret: str | bytes) -> None:
+        self.key_id = key_id
+        self.secret = secret.encode() if isinstance(secret, str) else secret
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        target = request.url.raw_path.decode("latin-1")  # path and query, as sent
+        headers = sign(
+            self.key_id, self.secret, request.method, target, request.content, time.time()
+        )
+        request.headers.update(headers)
+        yield request

@@ -8,7 +8,15 @@ from collections.abc import Callable
 import pytest
 
 from adapters.http import signing
-from adapters.http.signing import CONTENT, KEY, SIGNATURE, TIMESTAMP, Refusal, ReplayGuard
+from adapters.http.signing import (
+    CONTENT,
+    KEY,
+    NONCE,
+    SIGNATURE,
+    TIMESTAMP,
+    Refusal,
+    ReplayGuard,
+)
 
 SECRET = b"s3cret-of-the-dms"
 NOW = 1_796_400_000.0
@@ -45,6 +53,17 @@ CASES: dict[str, Case] = {
     "timestamp in ISO form": (
         lambda: signed(**{TIMESTAMP: "2026-12-04T18:00:00Z"}),
         "POST", TARGET, BODY, NOW, Refusal.MALFORMED, TIMESTAMP,
+    ),
+    "no nonce": (
+        lambda: {k: v for k, v in signed().items() if k != NONCE},
+        "POST", TARGET, BODY, NOW, Refusal.MISSING, NONCE,
+    ),
+    "nonce too short to be one": (
+        lambda: signed(**{NONCE: "1"}), "POST", TARGET, BODY, NOW, Refusal.MALFORMED, NONCE,
+    ),
+    "nonce changed after signing": (
+        lambda: signed(**{NONCE: "another-nonce-0123"}),
+        "POST", TARGET, BODY, NOW, Refusal.BAD_SIGNATURE, SIGNATURE,
     ),
     "uppercase digest": (
         lambda: signed(**{CONTENT: signing.content_digest(BODY).upper()}),
@@ -105,3 +124,14 @@ def test_the_same_signed_request_is_refused_the_second_time_until_it_is_stale() 
     # once its timestamp has left the window, verify() refuses it as stale: the guard forgets
     guard.check(signed(**{SIGNATURE: "0" * 64, TIMESTAMP: str(int(NOW) + 10)}), NOW + 300.5)
     assert len(guard) == 2  # the first is gone, the second and the last are kept
+
+
+def test_the_same_request_twice_in_one_second_is_two_requests() -> None:
+    """A retry (the same body, an Idempotency-Key) signed in the same second has its own
+    nonce, hence its own signature: the guard takes both."""
+    guard = ReplayGuard()
+    first, retry = signed(), signed()
+    assert first[SIGNATURE] != retry[SIGNATURE]
+    for headers in (first, retry):
+        signing.verify(headers, "POST", TARGET, BODY, secret_for, NOW)
+        guard.check(headers, NOW)

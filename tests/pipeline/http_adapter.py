@@ -1,0 +1,125 @@
+"""The HTTP adapter as a process on a real broker: its gateway, its credentials, a client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from adapters.http import credentials
+from adapters.http.credentials import Vault
+from adapters.http.signing import HmacAuth
+from backbone.store import Store
+
+from .conftest import PASSWORD, Pipeline
+
+GATEWAY = "dms-http"
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Adapter:
+    """A running ``backbone adapter http`` and what a test needs to call it."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    vault_key: str
+    log: Path
+    database_url: str
+
+    async def credential(self, *agencies: str) -> HmacAuth:
+        """A new credential for ``agencies``, as `adapter credentials add` makes one."""
+        store = Store(self.database_url)
+        try:
+            async with store.transaction() as session:
+                key_id, secret = await credentials.add(session, Vault(self.vault_key), agencies)
+        finally:
+            await store.close()
+        return HmacAuth(key_id, secret)
+
+    def client(self, auth: HmacAuth | None = None) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, auth=auth, timeout=30.0)
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def environment(pipeline: Pipeline, vault_key: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "BACKBONE_AMQP_URL": pipeline.settings.amqp_url,
+            "BACKBONE_DATABASE_URL": pipeline.settings.database_url,
+            "BACKBONE_REGISTRY_TTL": "0",
+            "BACKBONE_ADAPTER_KEY": vault_key,
+            "BACKBONE_ADAPTER_PASSWORD": PASSWORD,
+        }
+    )
+    return env
+
+
+async def start_adapter(
+    pipeline: Pipeline, log: Path, *, vault_key: str | None = None, port: int | None = None
+) -> Adapter:
+    """Start it on a free port and wait until /health says it is consuming."""
+    vault_key = vault_key or Vault.new_key()
+    port = port or free_port()
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "backbone", "adapter", "http", "--gateway", GATEWAY]
+            + ["--port", str(port), "--lock", "30"],
+            env=environment(pipeline, vault_key),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    adapter = Adapter(
+        process, f"http://127.0.0.1:{port}", vault_key, log, pipeline.settings.database_url
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    async with adapter.client() as client:
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"the adapter ended: {log.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await client.get("/health")).status_code == 200:
+                    return adapter
+            if time.monotonic() > deadline:
+                adapter.stop()
+                raise AssertionError(f"the adapter never became healthy: {log.read_text()[-2000:]}")
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def running_adapter(pipeline: Pipeline, log: Path) -> AsyncIterator[Adapter]:
+    adapter = await start_adapter(pipeline, log)
+    try:
+        yield adapter
+    finally:
+        adapter.stop()

@@ -1,0 +1,137 @@
+"""The HTTP adapter end to end: a real broker, the validator and the tracker, the adapter
+served by uvicorn in a process of its own, two agencies that speak only HTTP and one on AMQP."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from backbone import edxml, signing
+from backbone.broker import topology
+from backbone.client import AsyncGateway
+from backbone.edxml.factory import new_status
+
+from ..conftest import SENDER, Signer, make_document
+from .conftest import Pipeline
+from .helpers import wait_for
+from .http_adapter import GATEWAY, running_adapter
+
+pytestmark = pytest.mark.pipeline
+H41, H14 = "000.00.00.H41", "000.00.00.H14"  # both behind the adapter; SENDER (G22) on AMQP
+XML = {"content-type": "application/xml"}
+
+
+@pytest.fixture
+def h14(pki: signing.Pki, tmp_path: Path) -> Signer:
+    issued = pki.issue(H14, tmp_path / "h14")
+    return Signer(issued.code, issued.key, issued.certificate, issued.fingerprint)
+
+
+async def _behind_the_adapter(pipeline: Pipeline) -> None:
+    await pipeline.add_agency(SENDER)
+    for code in (H41, H14):
+        await pipeline.add_agency(code, inbox=False)
+    await pipeline.add_gateway(GATEWAY, [H41, H14])
+
+
+async def _peeked(client: httpx.AsyncClient, kind: str) -> dict[str, Any]:
+    """The next message of ``kind``, locked, once one is there."""
+    found: dict[str, Any] = {}
+
+    async def arrived() -> bool:
+        answer = await client.post("/v1/inbox/peek", params={"kind": kind})
+        assert answer.status_code in (200, 204), answer.text
+        if answer.status_code == 200:
+            found.update(answer.json())
+        return bool(found)
+
+    await wait_for(arrived, 60)
+    return found
+
+
+async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_statuses(
+    pipeline: Pipeline, signers: dict[str, Signer], h14: Signer, tmp_path: Path
+) -> None:
+    await _behind_the_adapter(pipeline)
+    document = make_document(
+        sender=H41, recipients=[H14, SENDER], document_id=f"http-{uuid.uuid4().hex[:8]}"
+    )
+    body = signers["H41"].sign(document)
+    async with running_adapter(pipeline, tmp_path / "adapter.log") as adapter:
+        sender_auth, recipient_auth = await adapter.credential(H41), await adapter.credential(H14)
+        async with adapter.client(sender_auth) as sender, adapter.client(recipient_auth) as dms:
+            sent = await sender.post(
+                "/v1/documents", content=body, headers={**XML, "idempotency-key": "first-send"}
+            )
+            assert sent.status_code == 202, sent.text
+            assert sent.json()["document_id"] == document.document_id
+            again = await sender.post(
+                "/v1/documents", content=body, headers={**XML, "idempotency-key": "first-send"}
+            )
+            assert again.json() == sent.json()  # the first answer, nothing sent twice
+
+            # the recipient's system: peek, download byte for byte, acknowledge
+            locked = await _peeked(dms, "edoc")
+            message = locked["message"]
+            assert (message["sender"], message["document_id"]) == (H41, document.document_id)
+            package = await dms.get(f"/v1/inbox/{message['id']}/package")
+            assert package.content == body  # as signed: the DMS can verify it
+            assert package.headers["x-content-sha256"] == hashlib.sha256(body).hexdigest()
+            first = document.attachments[0]
+            attached = await dms.get(f"/v1/inbox/{message['id']}/attachments/{first.content_id}")
+            assert attached.content == first.data
+            acked = await dms.post(f"/v1/inbox/{message['id']}/ack", json={"result": "done"})
+            assert acked.json()["result"] == "done"
+            assert (await dms.get("/v1/inbox/count", params={"kind": "edoc"})).json() == {
+                "count": 0
+            }
+            # its statuses, signed by its own key
+            for code in ("01", "03", "06"):
+                status = h14.sign(new_status(reporter=H14, document=document, status_code=code))
+                answer = await dms.post("/v1/statuses", content=status, headers=XML)
+                assert answer.status_code == 202, answer.text
+
+            # the agency on AMQP receives it too (and answers 01 by itself)
+            async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as amqp:
+                received = [
+                    d async for d in amqp.receive(topology.inbox(SENDER), timeout=30, count=1)
+                ]
+                assert received[0].package.document_id == document.document_id
+                await received[0].ack()
+
+            # the sender reads every recipient's status and history
+            history: dict[str, Any] = {}
+
+            async def recorded() -> bool:
+                answer = await sender.get(f"/v1/documents/{document.document_id}")
+                if answer.status_code != 200:
+                    return False
+                history.update({r["recipient"]: r for r in answer.json()["recipients"]})
+                return (history.get(H14) or {}).get("status_code") == "06" and (
+                    history.get(SENDER) or {}
+                ).get("status_code") == "01"
+
+            await wait_for(recorded, 60)
+            statuses = [e["status_code"] for e in history[H14]["history"] if e["kind"] == "status"]
+            assert statuses == ["01", "03", "06"]
+
+            # and the statuses themselves, in its mailbox: three from H14, one from G22
+            forwarded: list[tuple[str, str]] = []
+
+            async def all_forwarded() -> bool:
+                page = (await sender.get("/v1/inbox", params={"kind": "status"})).json()
+                forwarded[:] = [(m["sender"], m["status_code"]) for m in page["items"]]
+                return len(forwarded) >= 4
+
+            await wait_for(all_forwarded, 60)
+            assert sorted(forwarded) == sorted(
+                [(H14, "01"), (H14, "03"), (H14, "06"), (SENDER, "01")]
+            )
+            for item in (await sender.get("/v1/inbox")).json()["items"]:
+                status = edxml.parse((await sender.get(f"/v1/inbox/{item['id']}/package")).content)
+                assert status.document_id == document.document_id
