@@ -93,8 +93,10 @@ async def start_adapter(
     port = port or free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "backbone", "adapter", "http", "--gateway", GATEWAY]
-            + ["--port", str(port), "--lock", "30"],
+            [
+                *(sys.executable, "-m", "backbone", "adapter", "http", "--gateway", GATEWAY),
+                *("--port", str(port), "--lock", "30"),
+            ],
             env=environment(pipeline, vault_key),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -133,5 +133,5 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
                 [(H14, "01"), (H14, "03"), (H14, "06"), (SENDER, "01")]
             )
             for item in (await sender.get("/v1/inbox")).json()["items"]:
-                status = edxml.parse((await sender.get(f"/v1/inbox/{item['id']}/package")).content)
-                assert status.document_id == document.document_id
+                got = await sender.get(f"/v1/inbox/{item['id']}/package")
+                assert edxml.parse(got.content).document_id == document.document_id
