@@ -135,3 +135,77 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
             for item in (await sender.get("/v1/inbox")).json()["items"]:
                 got = await sender.get(f"/v1/inbox/{item['id']}/package")
                 assert edxml.parse(got.content).document_id == document.document_id
+
+
+async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
+    pipeline: Pipeline, signers: dict[str, Signer], h14: Signer, tmp_path: Path
+) -> None:
+    """H41's system sends H14 a document; H14's system is the intruder on H41's side and
+    H41's on H14's: a request naming the other agency is refused (403), a message id of
+    the other's mailbox is not found (404, as one that does not exist), and nothing of the
+    other's shows in a listing. Unsigned, every /v1 endpoint is 401."""
+    await _behind_the_adapter(pipeline)
+    document = make_document(sender=H41, recipients=[H14], document_id=f"x-{uuid.uuid4().hex[:8]}")
+    body = signers["H41"].sign(document)
+    status_of_h41 = signers["H41"].sign(
+        new_status(reporter=H41, document=document, status_code="03")
+    )
+    async with running_adapter(pipeline, tmp_path / "adapter.log") as adapter:
+        h41, h14_auth = await adapter.credential(H41), await adapter.credential(H14)
+        async with adapter.client(h41) as of_h41, adapter.client(h14_auth) as of_h14:
+            assert (
+                await of_h41.post("/v1/documents", content=body, headers=XML)
+            ).status_code == 202
+            theirs = (await _peeked(of_h14, "edoc"))["message"]["id"]  # H14's, locked a moment
+            content_id = document.attachments[0].content_id
+            refused = {  # (client, method, path, params, body): expected status
+                (of_h14, "GET", "/v1/inbox", (("agency", H41),), None): 403,
+                (of_h14, "GET", "/v1/inbox/count", (("agency", H41),), None): 403,
+                (of_h14, "POST", "/v1/inbox/peek", (("agency", H41),), None): 403,
+                (
+                    of_h14,
+                    "GET",
+                    f"/v1/documents/{document.document_id}",
+                    (("sender", H41),),
+                    None,
+                ): 403,
+                (of_h14, "GET", f"/v1/documents/{document.document_id}", (), None): 404,
+                (of_h14, "POST", "/v1/documents", (), body): 403,
+                (of_h14, "POST", "/v1/statuses", (), status_of_h41): 403,
+                (of_h41, "GET", f"/v1/inbox/{theirs}", (), None): 404,
+                (of_h41, "GET", f"/v1/inbox/{theirs}/package", (), None): 404,
+                (of_h41, "GET", f"/v1/inbox/{theirs}/attachments/{content_id}", (), None): 404,
+                (of_h41, "POST", f"/v1/inbox/{theirs}/ack", (), b'{"result": "done"}'): 404,
+            }
+            for (client, method, path, params, content), expected in refused.items():
+                headers = XML if path.endswith(("documents", "statuses")) else {}
+                if path.endswith("/ack"):
+                    headers = {"content-type": "application/json"}
+                answer = await client.request(
+                    method, path, params=params, content=content, headers=headers
+                )
+                assert answer.status_code == expected, (method, path, answer.text)
+                assert answer.headers["content-type"] == "application/problem+json"
+                assert document.header.subject not in answer.text
+            # nothing of H14's in H41's listings, and H14's message is still unacknowledged
+            assert (await of_h41.get("/v1/inbox")).json()["items"] == []
+            assert (await of_h41.get("/v1/inbox/count")).json() == {"count": 0}
+            assert (await of_h14.get(f"/v1/inbox/{theirs}")).json()["acknowledged_at"] is None
+
+        async with adapter.client() as anonymous:  # unsigned
+            for method, path in [
+                ("GET", "/v1/inbox"),
+                ("GET", "/v1/inbox/count"),
+                ("POST", "/v1/inbox/peek"),
+                ("GET", f"/v1/inbox/{theirs}"),
+                ("GET", f"/v1/inbox/{theirs}/package"),
+                ("GET", f"/v1/inbox/{theirs}/attachments/{content_id}"),
+                ("POST", f"/v1/inbox/{theirs}/ack"),
+                ("POST", "/v1/documents"),
+                ("POST", "/v1/statuses"),
+                ("GET", f"/v1/documents/{document.document_id}"),
+                ("GET", f"/v1/directory/agencies/{H14}"),
+            ]:
+                answer = await anonymous.request(method, path)
+                assert answer.status_code == 401, (method, path, answer.text)
+                assert answer.json()["code"] == "signature-missing"
