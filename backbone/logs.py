@@ -26,10 +26,11 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
-def configure(fmt: Literal["json", "console"], level: str = "INFO") -> None:
-    """Set up structlog (and stdlib logging beneath it); later calls are ignored."""
+def configure(fmt: Literal["json", "console"], level: str = "INFO", *, again: bool = False) -> None:
+    """Set up structlog (and stdlib logging beneath it); later calls are ignored, unless
+    ``again`` (a command that turns out to be a service, before it has logged anything)."""
     global _configured
-    if _configured:
+    if _configured and not again:
         return
     _configured = True
     renderer: structlog.typing.Processor = (
@@ -50,7 +51,10 @@ def configure(fmt: Literal["json", "console"], level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(
-        level=level, stream=_CurrentStderr(), format="%(name)s %(levelname)s %(message)s"
+        level=level,
+        stream=_CurrentStderr(),
+        format="%(name)s %(levelname)s %(message)s",
+        force=again,
     )
     chatty = ["httpx", "httpcore"]  # a line per management API request is noise
     if fmt == "console":  # a command's stderr is for its own lines and its error

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+import uvicorn
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -245,17 +246,20 @@ class Health(BaseModel):
 # --- the application ----------------------------------------------------------------------
 
 
-def create_app(adapter: Adapter) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        async with adapter.running():
-            yield
+async def serve(adapter: Adapter, server: uvicorn.Server) -> None:
+    """The adapter connected first (a broker or a database that fails ends it with the
+    backbone's error before anything listens), then uvicorn until it is told to exit, then
+    the adapter stopped: what it holds unacked is handed back."""
+    async with adapter.running():
+        await server.serve()
 
+
+def create_app(adapter: Adapter) -> FastAPI:
+    """The application of a running adapter (see :func:`serve`)."""
     app = FastAPI(
         title="Backbone HTTP adapter",
         version="1",
         summary="Document-management systems send and receive edXML packages over HTTP.",
-        lifespan=lifespan,
         responses=RESPONSES,
     )
     app.state.adapter = adapter

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
+from .. import loop
 from ..broker.provisioning import vhost_url
 from ..config import get_settings
 from ..errors import BackboneError
@@ -66,7 +68,7 @@ def http(
     Ctrl-C; what it holds unacknowledged comes back to it on the next start."""
     import uvicorn
 
-    from adapters.http.app import AdapterConfig, create_app
+    from adapters.http.app import Adapter, AdapterConfig, create_app, serve
     from adapters.http.credentials import CredentialError, Vault
 
     gateway_name(gateway)
@@ -82,22 +84,21 @@ def http(
     else:
         raise fail(f"the gateway's password: give --password-file or set {PASSWORD_ENV}")
     settings = get_settings()
-    configure(settings.log_format or "json", settings.log_level)  # a service: JSON lines
+    configure(settings.log_format or "json", settings.log_level, again=True)  # a service
     try:
         vault = Vault.from_environment()
     except CredentialError as exc:
         raise fail(str(exc)) from None
-    from adapters.http.app import Adapter
-
     config = AdapterConfig(
         settings,
         gateway=gateway,
         amqp_url=vhost_url(settings.amqp_url, settings.vhost, gateway, password),
         lock_seconds=lock,
     )
+    adapter = Adapter(config, vault)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(Adapter(config, vault)),
+            create_app(adapter),
             host=host,
             port=port,
             ssl_certfile=str(tls_cert) if tls_cert else None,
@@ -105,12 +106,16 @@ def http(
             log_config=None,  # structlog's
             access_log=False,  # a request logs its ids, never its body or headers
             server_header=False,
-            lifespan="on",
+            lifespan="off",  # serve() runs the adapter around the server
         )
     )
-    server.run()
-    if not server.started:
-        raise fail("the HTTP adapter did not start (see the log above)")
+
+    def exit_soon(*_: object) -> None:  # uvicorn's own handler takes over once it serves
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, exit_soon)
+    loop.run(serve(adapter, server))
 
 
 def _credentials(work: Any) -> Any:

@@ -10,16 +10,19 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from backbone import edxml, signing
 from backbone.broker import topology
 from backbone.client import AsyncGateway
 from backbone.edxml.factory import new_status
+from backbone.store import Store
+from backbone.store.models import MailboxMessage
 
 from ..conftest import SENDER, Signer, make_document
 from .conftest import Pipeline
-from .helpers import wait_for
-from .http_adapter import GATEWAY, running_adapter
+from .helpers import ready_count, wait_for
+from .http_adapter import GATEWAY, running_adapter, start_adapter
 
 pytestmark = pytest.mark.pipeline
 H41, H14 = "000.00.00.H41", "000.00.00.H14"  # both behind the adapter; SENDER (G22) on AMQP
@@ -209,3 +212,55 @@ async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
                 answer = await anonymous.request(method, path)
                 assert answer.status_code == 401, (method, path, answer.text)
                 assert answer.json()["code"] == "signature-missing"
+
+
+async def test_an_adapter_killed_while_filling_its_mailbox_loses_and_doubles_nothing(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """200 documents wait for H14; the adapter is killed (SIGKILL) while it commits them
+    to the mailbox, then started again: each is in the mailbox exactly once."""
+    await _behind_the_adapter(pipeline)
+    ids = [f"kill-{i}-{uuid.uuid4().hex[:6]}" for i in range(200)]
+    async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as amqp:
+        for document_id in ids:
+            package = make_document(recipients=[H14], document_id=document_id)
+            await amqp.send(signers["G22"].sign(package))
+    queue = topology.gateway_queue(GATEWAY)
+    await wait_for(lambda: _waiting_at_least(pipeline, queue, 200), 120)
+
+    first = await start_adapter(pipeline, tmp_path / "first.log")
+    await wait_for(lambda: _in_mailbox_at_least(pipeline, 20), 60)
+    first.kill()  # mid-fill: committed rows, and deliveries held unacked
+    assert len(await _mailbox(pipeline)) < 200  # it really died part way
+
+    second = await start_adapter(pipeline, tmp_path / "second.log", vault_key=first.vault_key)
+    try:
+        await wait_for(lambda: _in_mailbox_at_least(pipeline, 200), 120)
+        await wait_for(lambda: _waiting_at_most(pipeline, queue, 0), 60)
+    finally:
+        assert second.stop() == 0
+    assert '"event": "mailbox stopped"' in second.log.read_text()
+    rows = await _mailbox(pipeline)
+    assert sorted(rows) == sorted(ids)  # each once: none lost, none doubled
+
+
+async def _mailbox(pipeline: Pipeline) -> list[str]:
+    store = Store(pipeline.settings.database_url)
+    try:
+        async with store.sessions() as session:
+            found = await session.execute(select(MailboxMessage.document_id))
+            return [str(d) for d in found.scalars()]
+    finally:
+        await store.close()
+
+
+async def _in_mailbox_at_least(pipeline: Pipeline, count: int) -> bool:
+    return len(await _mailbox(pipeline)) >= count
+
+
+async def _waiting_at_least(pipeline: Pipeline, queue: str, count: int) -> bool:
+    return await ready_count(pipeline.url(), queue) >= count
+
+
+async def _waiting_at_most(pipeline: Pipeline, queue: str, count: int) -> bool:
+    return await ready_count(pipeline.url(), queue) <= count
