@@ -54,6 +54,13 @@ log = get_logger("backbone.adapter.http")
 LOCK_SECONDS = 300.0  # how long a peek locks a message by default
 MOST_LOCK = 3600.0
 XML = "application/xml"
+# what a send takes: the package's bytes (read as they are, so not a parameter FastAPI reads)
+PACKAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {XML: {"schema": {"type": "string", "contentMediaType": XML}}},
+    }
+}
 
 
 @dataclass(frozen=True)
@@ -266,7 +273,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     _errors(app)
     _metrics(app, adapter)
 
-    @app.post("/v1/documents", status_code=202, tags=["send"])
+    @app.post("/v1/documents", status_code=202, tags=["send"], openapi_extra=PACKAGE_BODY)
     async def send_document(
         request: Request,
         credential: Caller,
@@ -275,7 +282,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         """Send a signed edXML document package (the body, `application/xml`), as it is."""
         return await _send(adapter, request, credential, "edoc", idempotency_key)
 
-    @app.post("/v1/statuses", status_code=202, tags=["send"])
+    @app.post("/v1/statuses", status_code=202, tags=["send"], openapi_extra=PACKAGE_BODY)
     async def send_status(
         request: Request,
         credential: Caller,
@@ -715,3 +722,11 @@ def _metrics(app: FastAPI, adapter: Adapter) -> None:
         template = getattr(route, "path", "unmatched")
         adapter.metrics.requests.labels(template, request.method, str(response.status_code)).inc()
         return response
+
+
+def openapi_document() -> dict[str, Any]:
+    """The API's OpenAPI document, as ``schemas/openapi.yaml`` holds it (made without a
+    broker or a database: nothing is connected)."""
+    settings = Settings(database_url="sqlite+aiosqlite:///:memory:")
+    config = AdapterConfig(settings, gateway="openapi", amqp_url="amqp://localhost/")
+    return create_app(Adapter(config, Vault(Vault.new_key()))).openapi()

@@ -118,6 +118,16 @@ def http(
     loop.run(serve(adapter, server))
 
 
+@adapter_app.command("openapi")
+def openapi() -> None:
+    """Print the HTTP API's OpenAPI document (YAML), as schemas/openapi.yaml holds it."""
+    import yaml
+
+    from adapters.http.app import openapi_document
+
+    typer.echo(yaml.safe_dump(openapi_document(), sort_keys=False, allow_unicode=True), nl=False)
+
+
 def _credentials(work: Any) -> Any:
     """Run ``work(session, vault)`` in a transaction, with errors a user can act on."""
     from adapters.http.credentials import Vault
