@@ -1,2 +1,2 @@
-"""Integrator workers for systems that cannot speak AMQP: ``http`` (a REST API, being built)
-and a folder drop (to come)."""
+"""Integrator workers for systems that cannot speak AMQP: ``http`` (a REST API); a folder
+drop is to come."""

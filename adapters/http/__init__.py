@@ -1,5 +1,12 @@
 """The HTTP adapter: document-management systems join the backbone over HTTP.
 
-Built in steps (issue 16); so far, the request signatures every call must carry
-(:mod:`.signing`).
+    backbone adapter http --gateway NAME      # serve /v1, /health, /metrics
+
+- :mod:`.app`: the FastAPI application and :func:`~.app.serve` (the adapter around uvicorn);
+- :mod:`.mailbox`: what the broker delivered, committed before it is acked, taken by peek,
+  download and acknowledge;
+- :mod:`.credentials`: who may call it, for which agencies, secrets sealed with
+  ``BACKBONE_ADAPTER_KEY``;
+- :mod:`.signing`: request signatures (pure), and ``HmacAuth`` for httpx clients;
+- :mod:`.problems`: errors as RFC 9457 problem details.
 """
