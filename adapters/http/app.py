@@ -15,6 +15,7 @@ not found (404, the same as one that does not exist, so nothing tells it exists)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -27,6 +28,7 @@ from typing import Annotated, Any, Literal
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -45,9 +47,10 @@ from backbone.store import Store
 from backbone.store.models import Document, IdempotentAnswer
 from backbone.store.tracking import timeline
 
-from . import credentials, signing
+from . import credentials, signing, webhooks
 from .credentials import Credential, Vault
-from .mailbox import Conflict, Entry, Mailbox, MailboxFiller
+from .mailbox import Conflict, Mailbox, MailboxFiller
+from .messages import Entry, Message
 from .problems import RESPONSES, Problem
 
 log = get_logger("backbone.adapter.http")
@@ -106,7 +109,8 @@ class Adapter:
         self.config = config
         self.vault = vault
         self.store = Store(config.settings.database_url)
-        self.mailbox = Mailbox(self.store)
+        self.webhooks = webhooks.Dispatcher(self.store, vault)
+        self.mailbox = Mailbox(self.store, on_calls_owed=self.webhooks.wake)
         self.registry = Registry(self.store, ttl=config.settings.registry_ttl)
         self.replays = signing.ReplayGuard()
         self.metrics = Metrics()
@@ -127,6 +131,8 @@ class Adapter:
                     self.config.amqp_url, username=self.config.gateway, limits=settings.limits
                 )
             )
+            calling = asyncio.create_task(self.webhooks.run())
+            stack.push_async_callback(_cancelled, calling)
             self.filler = await stack.enter_async_context(filler.running())
             log.info("http adapter ready", gateway=self.config.gateway)
             try:
@@ -154,44 +160,6 @@ class Submitted(BaseModel):
     message_id: str = Field(description="the submission's id: `backbone status` finds it")
     recipients: list[str] = Field(default_factory=list)
     status_code: str | None = None
-
-
-class Message(BaseModel):
-    """A message in the mailbox."""
-
-    id: int
-    kind: str
-    sender: str | None
-    recipient: str
-    document_id: str | None
-    backbone_id: str | None
-    status_code: str | None
-    content_sha256: str
-    size: int
-    received_at: datetime
-    locked_until: datetime | None
-    acknowledged_at: datetime | None
-    result: str | None
-    reason: str | None
-
-    @classmethod
-    def of(cls, entry: Entry) -> Message:
-        return cls(
-            id=entry.id,
-            kind=entry.kind,
-            sender=entry.sender,
-            recipient=entry.recipient,
-            document_id=entry.document_id,
-            backbone_id=entry.backbone_id,
-            status_code=entry.status_code,
-            content_sha256=entry.content_sha256,
-            size=entry.size,
-            received_at=entry.received_at,
-            locked_until=entry.locked_until,
-            acknowledged_at=entry.acked_at,
-            result=entry.result,
-            reason=entry.reason,
-        )
 
 
 class Page(BaseModel):
@@ -244,6 +212,31 @@ class Capability(BaseModel):
     reachable: bool = Field(description="a queue receives its deliveries")
 
 
+class Subscription(BaseModel):
+    url: str = Field(max_length=2000, description="called with a signed POST for each message")
+    kinds: list[Literal["edoc", "status"]] = Field(
+        default=["edoc", "status"], min_length=1, max_length=2
+    )
+
+
+class Subscribed(BaseModel):
+    id: str
+    url: str
+    kinds: list[str]
+    secret: str = Field(description="signs every call; shown this once")
+
+
+class WebhookState(BaseModel):
+    id: str
+    url: str
+    kinds: list[str]
+    created_at: datetime
+    last_attempt_at: datetime | None
+    last_success_at: datetime | None
+    last_error: str | None
+    pending: int = Field(description="calls not yet answered 2xx")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     broker: bool
@@ -293,7 +286,7 @@ def create_app(adapter: Adapter) -> FastAPI:
 
     @app.get("/v1/documents/{document_id}", tags=["statuses"])
     async def sent_document(
-        document_id: Annotated[str, Field(max_length=255)],
+        document_id: Annotated[str, PathParam(max_length=255)],
         credential: Caller,
         sender: Annotated[str | None, Query(max_length=13)] = None,
     ) -> SentDocument:
@@ -414,7 +407,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     async def attachment(
-        message: int, content_id: Annotated[str, Field(max_length=255)], credential: Caller
+        message: int, content_id: Annotated[str, PathParam(max_length=255)], credential: Caller
     ) -> Response:
         """One attachment of a delivered document, decoded, by its content id."""
         body = await adapter.mailbox.body(credential.agencies, message)
@@ -445,8 +438,50 @@ def create_app(adapter: Adapter) -> FastAPI:
         log.info("acknowledged", message=message, result=answer.result, agency=entry.recipient)
         return Message.of(entry)
 
+    @app.post("/v1/webhooks", status_code=201, tags=["webhooks"])
+    async def subscribe(subscription: Subscription, credential: Caller) -> Subscribed:
+        """Be called at `url` for each new message of this credential's mailbox (of the
+        kinds asked for): a signed POST, retried with back-off until it is answered 2xx."""
+        try:
+            async with adapter.store.transaction() as session:
+                made, secret = await webhooks.subscribe(
+                    session, adapter.vault, credential.key_id, subscription.url, subscription.kinds
+                )
+        except webhooks.WebhookRefused as exc:
+            raise Problem(422, "webhook-refused", str(exc), path="url") from exc
+        return Subscribed(id=made.id, url=made.url, kinds=made.kinds.split(","), secret=secret)
+
+    @app.get("/v1/webhooks", tags=["webhooks"])
+    async def subscriptions(credential: Caller) -> list[WebhookState]:
+        """This credential's webhooks: the last attempt, success and error, what is owed."""
+        async with adapter.store.sessions() as session:
+            found = await webhooks.listed(session, credential.key_id)
+        return [
+            WebhookState(
+                id=w.id,
+                url=w.url,
+                kinds=list(w.kinds),
+                created_at=w.created_at,
+                last_attempt_at=w.last_attempt_at,
+                last_success_at=w.last_success_at,
+                last_error=w.last_error,
+                pending=w.pending,
+            )
+            for w in found
+        ]
+
+    @app.delete("/v1/webhooks/{webhook}", status_code=204, tags=["webhooks"])
+    async def unsubscribe(
+        webhook: Annotated[str, PathParam(max_length=36)], credential: Caller
+    ) -> Response:
+        """Called no more (what it was owed is not made)."""
+        async with adapter.store.transaction() as session:
+            if not await webhooks.remove(session, credential.key_id, webhook):
+                raise Problem(404, "not-found", "you have no webhook with this id")
+        return Response(status_code=204)
+
     @app.get("/v1/directory/agencies/{code}", tags=["directory"])
-    async def capability(code: Annotated[str, Field(max_length=13)], _: Caller) -> Capability:
+    async def capability(code: Annotated[str, PathParam(max_length=13)], _: Caller) -> Capability:
         """Can a document be sent to this agency now (registered, active, served)?"""
         agency = await adapter.registry.get_agency(code)
         queues = await adapter.registry.delivery_queues() if agency is not None else {}
@@ -517,6 +552,12 @@ async def _caller(request: Request) -> Credential:
 
 
 Caller = Annotated[Credential, Depends(_caller)]
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _target(request: Request) -> str:

@@ -15,8 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -34,57 +33,17 @@ from backbone.store import Store
 from backbone.store.models import MailboxMessage
 from backbone.workers.worker import TRANSIENT, Worker
 
+from .messages import Entry
+from .webhooks import owe_calls
+
 Result = Literal["done", "fail"]
 PREFETCH = 64  # deliveries the filler holds unacked at once
 LIST_LIMIT = 500  # most messages one listing returns
 TRANSIENT_PAUSES = (0.5, 1.0, 2.0, 4.0)  # seconds between tries of a commit the store refused
 
 
-@dataclass(frozen=True)
-class Entry:
-    """A message in the mailbox, without its bytes."""
-
-    id: int
-    kind: str
-    sender: str | None
-    recipient: str
-    document_id: str | None
-    backbone_id: str | None
-    status_code: str | None
-    content_sha256: str
-    size: int
-    received_at: datetime
-    locked_until: datetime | None
-    acked_at: datetime | None
-    result: str | None
-    reason: str | None
-
-    @classmethod
-    def of(cls, row: MailboxMessage) -> Entry:
-        return cls(
-            row.id,
-            row.kind,
-            row.sender,
-            row.recipient,
-            row.document_id,
-            row.backbone_id,
-            row.status_code,
-            row.content_sha256,
-            row.size,
-            _aware(row.received_at),
-            _aware(row.locked_until) if row.locked_until else None,
-            _aware(row.acked_at) if row.acked_at else None,
-            row.result,
-            row.reason,
-        )
-
-
 class Conflict(Exception):
     """The message was acknowledged already, otherwise."""
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)  # SQLite drops the zone
 
 
 def row_of(message: Incoming) -> dict[str, object]:
@@ -121,17 +80,29 @@ def row_of(message: Incoming) -> dict[str, object]:
 class Mailbox:
     """The mailbox's queries; every one is bounded to the agencies the caller acts for."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, on_calls_owed: Callable[[], None] = lambda: None) -> None:
         self.store = store
+        self.on_calls_owed = on_calls_owed  # the webhooks' dispatcher wakes up
 
-    async def put(self, rows: list[dict[str, object]]) -> None:
-        """Commit these deliveries; one there already (redelivered) is left as it is."""
-        if not rows:
-            return
+    async def put(self, row: dict[str, object]) -> None:
+        """Commit this delivery, with the webhook calls it owes; one there already
+        (redelivered) is left as it is."""
         insert = pg_insert if self.store.dialect == "postgresql" else sqlite_insert
-        statement = insert(MailboxMessage).on_conflict_do_nothing(index_elements=["message_id"])
+        statement = (
+            insert(MailboxMessage)
+            .values(row)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(MailboxMessage.id)
+        )
         async with self.store.transaction() as session:
-            await session.execute(statement, rows)
+            new = await session.scalar(statement)
+            owed = (
+                0
+                if new is None
+                else await owe_calls(session, new, str(row["recipient"]), str(row["kind"]))
+            )
+        if owed:
+            self.on_calls_owed()
 
     async def waiting(
         self,
@@ -268,7 +239,7 @@ class MailboxFiller(Worker):
         bound = self.log.bind(message_id=row["message_id"], agency=row["recipient"])
         for pause in (*TRANSIENT_PAUSES, None):
             try:
-                await self.mailbox.put([row])
+                await self.mailbox.put(row)
             except TRANSIENT as exc:
                 if pause is None:
                     bound.warning("mailbox unavailable; handed back", error=repr(exc)[:300])

@@ -156,6 +156,16 @@ def verify(
     return key_id
 
 
+def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:
+    """What signs a webhook call: HMAC-SHA256 of the timestamp, a newline and the body."""
+    return hmac.new(secret, timestamp.encode() + b"\n" + body, "sha256").hexdigest()
+
+
+def webhook_matches(secret: bytes, timestamp: str, body: bytes, signature: str) -> bool:
+    """Does ``signature`` sign this webhook call? (What a receiver checks.)"""
+    return hmac.compare_digest(signature, webhook_signature(secret, timestamp, body))
+
+
 @dataclass
 class ReplayGuard:
     """Signatures seen within the window, each refused a second time; an entry is kept

@@ -283,3 +283,41 @@ class IdempotentAnswer(Base):
     status: Mapped[int] = mapped_column(Integer)
     answer: Mapped[str] = mapped_column(Text)  # JSON
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Webhook(Base):
+    """A URL a credential's system is called at when a message reaches its mailbox; each
+    call is signed with the webhook's own secret (sealed like the credentials')."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    key_id: Mapped[str] = mapped_column(ForeignKey("adapter_credentials.key_id"))
+    url: Mapped[str] = mapped_column(String(2000))
+    kinds: Mapped[str] = mapped_column(String(20))  # edoc,status
+    secret: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    removed_at: Mapped[datetime | None]
+    last_attempt_at: Mapped[datetime | None]
+    last_success_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (Index(None, "key_id"),)
+
+
+class WebhookCall(Base):
+    """One call owed to a webhook, written with the mailbox row it announces (so none is
+    lost), retried with back-off until the target answers 2xx."""
+
+    __tablename__ = "webhook_calls"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("mailbox.id"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    due_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
+
+    __table_args__ = (Index(None, "delivered_at", "due_at"),)

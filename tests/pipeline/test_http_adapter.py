@@ -3,8 +3,12 @@ served by uvicorn in a process of its own, two agencies that speak only HTTP and
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
+import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from adapters.http import signing as signing_of_adapter
 from backbone import edxml, signing
 from backbone.broker import topology
 from backbone.client import AsyncGateway
@@ -22,7 +27,7 @@ from backbone.store.models import MailboxMessage
 from ..conftest import SENDER, Signer, make_document
 from .conftest import Pipeline
 from .helpers import ready_count, wait_for
-from .http_adapter import GATEWAY, running_adapter, start_adapter
+from .http_adapter import GATEWAY, WebhookTarget, running_adapter, start_adapter
 
 pytestmark = pytest.mark.pipeline
 H41, H14 = "000.00.00.H41", "000.00.00.H14"  # both behind the adapter; SENDER (G22) on AMQP
@@ -68,6 +73,11 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
     async with running_adapter(pipeline, tmp_path / "adapter.log") as adapter:
         sender_auth, recipient_auth = await adapter.credential(H41), await adapter.credential(H14)
         async with adapter.client(sender_auth) as sender, adapter.client(recipient_auth) as dms:
+            target = WebhookTarget()
+            target.start()
+            subscribed = await sender.post("/v1/webhooks", json={"url": target.url})
+            assert subscribed.status_code == 201, subscribed.text
+            webhook_secret = subscribed.json()["secret"].encode()
             sent = await sender.post(
                 "/v1/documents", content=body, headers={**XML, "idempotency-key": "first-send"}
             )
@@ -138,6 +148,23 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
             for item in (await sender.get("/v1/inbox")).json()["items"]:
                 got = await sender.get(f"/v1/inbox/{item['id']}/package")
                 assert edxml.parse(got.content).document_id == document.document_id
+
+            # and it was called for each, every call signed with the webhook's secret
+            await wait_for(lambda: _at_least(target.calls, 4), 60)
+            target.stop()
+            called = set()
+            for headers, call in target.calls:
+                assert signing_of_adapter.webhook_matches(
+                    webhook_secret,
+                    headers["x-backbone-timestamp"],
+                    call,
+                    headers["x-backbone-signature"],
+                )
+                message = json.loads(call)["message"]
+                called.add((message["sender"], message["status_code"]))
+            assert called == set(forwarded)
+            state = (await sender.get("/v1/webhooks")).json()
+            assert state[0]["pending"] == 0 and state[0]["last_error"] is None
 
 
 async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
@@ -264,3 +291,45 @@ async def _waiting_at_least(pipeline: Pipeline, queue: str, count: int) -> bool:
 
 async def _waiting_at_most(pipeline: Pipeline, queue: str, count: int) -> bool:
     return await ready_count(pipeline.url(), queue) <= count
+
+
+async def _at_least(items: Sequence[object], count: int) -> bool:
+    return len(items) >= count
+
+
+async def test_a_webhook_target_down_for_30_s_gets_every_call_afterwards(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    await _behind_the_adapter(pipeline)
+    target = WebhookTarget()  # its port chosen, nothing listening on it yet
+    ids = [f"hook-{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
+    async with running_adapter(pipeline, tmp_path / "adapter.log") as adapter:
+        auth = await adapter.credential(H14)
+        async with adapter.client(auth) as dms:
+            subscribed = await dms.post("/v1/webhooks", json={"url": target.url, "kinds": ["edoc"]})
+            webhook = subscribed.json()["id"]
+            async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as amqp:
+                for document_id in ids:
+                    package = make_document(recipients=[H14], document_id=document_id)
+                    await amqp.send(signers["G22"].sign(package))
+            state: dict[str, Any] = {}
+
+            async def failing() -> bool:
+                state.update((await dms.get("/v1/webhooks")).json()[0])
+                return state["pending"] == 5 and state["last_error"] is not None
+
+            await wait_for(failing, 60)
+            assert state["id"] == webhook and "Connect" in state["last_error"]
+            down_since = time.monotonic()
+            await asyncio.sleep(30)  # the outage the acceptance asks for
+            assert (await dms.get("/v1/webhooks")).json()[0]["pending"] == 5  # still owed
+            target.start()
+            try:
+                await wait_for(lambda: _at_least(target.calls, 5), 60)
+            finally:
+                target.stop()
+            assert time.monotonic() - down_since >= 30
+            called = sorted(json.loads(body)["message"]["document_id"] for _, body in target.calls)
+            assert called == sorted(ids)  # every call, once
+            after = (await dms.get("/v1/webhooks")).json()[0]
+            assert after["pending"] == 0 and after["last_error"] is None

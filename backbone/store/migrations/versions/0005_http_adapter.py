@@ -1,4 +1,4 @@
-"""the HTTP adapter's tables: credentials, the mailbox, idempotent answers
+"""the HTTP adapter's tables: credentials, the mailbox, idempotent answers, webhooks
 
 Revision ID: 0005
 Revises: 0004
@@ -68,9 +68,58 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("key_id", "idempotency_key", name=op.f("pk_idempotent_answers")),
     )
+    op.create_table(
+        "webhooks",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("key_id", sa.String(length=64), nullable=False),
+        sa.Column("url", sa.String(length=2000), nullable=False),
+        sa.Column("kinds", sa.String(length=20), nullable=False),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("removed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["key_id"],
+            ["adapter_credentials.key_id"],
+            name=op.f("fk_webhooks_key_id_adapter_credentials"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhooks")),
+    )
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_webhooks_key_id"), ["key_id"])
+    op.create_table(
+        "webhook_calls",
+        sa.Column(
+            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
+        ),
+        sa.Column("webhook_id", sa.String(length=36), nullable=False),
+        sa.Column("message_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["message_id"], ["mailbox.id"], name=op.f("fk_webhook_calls_message_id_mailbox")
+        ),
+        sa.ForeignKeyConstraint(
+            ["webhook_id"], ["webhooks.id"], name=op.f("fk_webhook_calls_webhook_id_webhooks")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_webhook_calls")),
+    )
+    with op.batch_alter_table("webhook_calls", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_webhook_calls_delivered_at_due_at"), ["delivered_at", "due_at"]
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("webhook_calls", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhook_calls_delivered_at_due_at"))
+    op.drop_table("webhook_calls")
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_webhooks_key_id"))
+    op.drop_table("webhooks")
     op.drop_table("idempotent_answers")
     with op.batch_alter_table("mailbox", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_mailbox_recipient_acked_at_id"))
