@@ -174,6 +174,49 @@ def bench(
     )
 
 
+@bench_app.command("http")
+def bench_http(
+    documents: Annotated[int, typer.Option(min=1, help="Documents sent and received.")] = 1000,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=256, help="Requests in flight per DMS.")
+    ] = 16,
+    size: Annotated[
+        str, typer.Option(help="Signed package size: 8KB, 100KB, 1MB or bytes.")
+    ] = "8KB",
+    results: Annotated[
+        Path, typer.Option("--out", "--results", help="Where the JSON goes.")
+    ] = _report.RESULTS,
+    amqp_url: Annotated[
+        str | None, typer.Option(help="A broker as its administrator [a private node].")
+    ] = None,
+    mgmt_url: Annotated[
+        str | None, typer.Option(help="Its management API, with --amqp-url.")
+    ] = None,
+) -> None:
+    """Measure documents through the HTTP adapter: sends and downloads per second, and the
+    latency from the HTTP send to the package in the recipient's mailbox; saved as
+    http-adapter.json under bench-results/."""
+    from adapters.http import bench as http_bench
+
+    _broker_options(amqp_url, mgmt_url)
+    options = http_bench.Options(
+        documents=documents,
+        concurrency=concurrency,
+        size=_size(size),
+        results=results,
+        amqp_url=amqp_url,
+        mgmt_url=mgmt_url,
+    )
+    console = Console(highlight=False)
+    with _progress(console) as progress:
+        try:
+            report = http_bench.run(options, progress)
+        except (*STOPPED, RuntimeError) as exc:
+            raise fail(f"the benchmark stopped: {exc}") from None
+    http_bench.render(report, console.print)
+    console.print(f"saved {report['saved']}")
+
+
 @bench_app.command("parts")
 def bench_parts(
     names: Annotated[
