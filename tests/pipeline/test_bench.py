@@ -110,3 +110,22 @@ def test_the_tracker_part_runs_and_saves_its_figures(broker: Broker, tmp_path: P
     figures = report["results"]["sqlite"]
     assert figures["events"] == 20 and figures["per_second"] > 0
     assert f"saved {tmp_path / 'tracker.json'}" in result.output
+
+
+def test_the_http_adapter_benchmark_runs_and_reports_sane_figures(
+    broker: Broker, tmp_path: Path
+) -> None:
+    code = CliRunner().invoke(
+        app,
+        [
+            *("bench", "http", "--documents", "12", "--concurrency", "3"),
+            *("--out", str(tmp_path), "--amqp-url", broker.amqp_url),
+            *("--mgmt-url", broker.mgmt.url),
+        ],
+    )
+    assert code.exit_code == 0, code.output
+    report = json.loads((tmp_path / "http-adapter.json").read_text())
+    assert report["sends_per_second"] > 0 and report["downloads_per_second"] > 0
+    for figures in ("send_answer_ms", "send_to_mailbox_ms", "download_ms"):
+        assert report[figures]["count"] == 12 and _ordered(report[figures]), figures
+    assert "sends" in code.output and "downloads" in code.output
