@@ -56,6 +56,7 @@ from .problems import RESPONSES, Problem
 log = get_logger("backbone.adapter.http")
 LOCK_SECONDS = 300.0  # how long a peek locks a message by default
 MOST_LOCK = 3600.0
+MOST_ID = 2**63 - 1  # a mailbox id is a 64-bit integer in every database
 XML = "application/xml"
 # what a send takes: the package's bytes (read as they are, so not a parameter FastAPI reads)
 PACKAGE_BODY = {
@@ -332,7 +333,7 @@ def create_app(adapter: Adapter) -> FastAPI:
     @app.get("/v1/inbox", tags=["receive"])
     async def inbox(
         credential: Caller,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MOST_ID)] = 0,
         kind: Annotated[Literal["edoc", "status"] | None, Query()] = None,
         agency: Annotated[str | None, Query(max_length=13)] = None,
         since: datetime | None = None,
@@ -383,7 +384,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         return Locked(message=Message.of(entry), lock_token=token)
 
     @app.get("/v1/inbox/{message}", tags=["receive"])
-    async def message(message: int, credential: Caller) -> Message:
+    async def message(message: MessageId, credential: Caller) -> Message:
         return Message.of(await _entry(adapter, credential, message))
 
     @app.get(
@@ -392,7 +393,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         response_class=Response,
         responses={200: {"content": {XML: {}}, "description": "the package, byte for byte"}},
     )
-    async def package(message: int, credential: Caller) -> Response:
+    async def package(message: MessageId, credential: Caller) -> Response:
         """The package as it was delivered, byte for byte (its signature verifies)."""
         body = await adapter.mailbox.body(credential.agencies, message)
         if body is None:
@@ -407,7 +408,9 @@ def create_app(adapter: Adapter) -> FastAPI:
         responses={200: {"content": {"application/octet-stream": {}}}},
     )
     async def attachment(
-        message: int, content_id: Annotated[str, PathParam(max_length=255)], credential: Caller
+        message: MessageId,
+        content_id: Annotated[str, PathParam(max_length=255)],
+        credential: Caller,
     ) -> Response:
         """One attachment of a delivered document, decoded, by its content id."""
         body = await adapter.mailbox.body(credential.agencies, message)
@@ -424,7 +427,9 @@ def create_app(adapter: Adapter) -> FastAPI:
         raise Problem(404, "not-found", "the package has no attachment with this content id")
 
     @app.post("/v1/inbox/{message}/ack", tags=["receive"])
-    async def acknowledge(message: int, answer: Acknowledgement, credential: Caller) -> Message:
+    async def acknowledge(
+        message: MessageId, answer: Acknowledgement, credential: Caller
+    ) -> Message:
         """Taken (`done`), or not (`fail`, with why); the message leaves the listing."""
         try:
             entry = await adapter.mailbox.acknowledge(
@@ -552,6 +557,7 @@ async def _caller(request: Request) -> Credential:
 
 
 Caller = Annotated[Credential, Depends(_caller)]
+MessageId = Annotated[int, PathParam(ge=1, le=MOST_ID, description="the mailbox's id")]
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
@@ -746,6 +752,12 @@ def _errors(app: FastAPI) -> None:
             path=where or None,
             value=printable(value if isinstance(value, str) else None, 200),
         ).response()
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """A bug: answered as a problem, logged with where (never the request's body)."""
+        log.error("unexpected failure", error=repr(exc)[:300], path=request.url.path[:200])
+        return Problem(500, "internal", "the adapter failed on this request").response()
 
     @app.exception_handler(SQLAlchemyError)
     async def database(_: Request, exc: SQLAlchemyError) -> JSONResponse:

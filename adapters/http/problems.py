@@ -82,6 +82,7 @@ TITLES = {
     413: "Too large",
     415: "Unsupported media type",
     422: "Unprocessable request",
+    500: "Internal error",
     503: "Unavailable",
 }
 
