@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -55,8 +56,12 @@ class Adapter:
             await store.close()
         return HmacAuth(key_id, secret)
 
+    verify: ssl.SSLContext | bool = True  # what trusts a TLS adapter's certificate
+
     def client(self, auth: HmacAuth | None = None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.base_url, auth=auth, timeout=30.0)
+        return httpx.AsyncClient(
+            base_url=self.base_url, auth=auth, timeout=30.0, verify=self.verify
+        )
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -88,9 +93,15 @@ def environment(pipeline: Pipeline, vault_key: str) -> dict[str, str]:
 
 
 async def start_adapter(
-    pipeline: Pipeline, log: Path, *, vault_key: str | None = None, port: int | None = None
+    pipeline: Pipeline,
+    log: Path,
+    *,
+    vault_key: str | None = None,
+    port: int | None = None,
+    tls: tuple[Path, Path] | None = None,
 ) -> Adapter:
-    """Start it on a free port and wait until /health says it is consuming."""
+    """Start it on a free port (with ``tls``, a certificate and key: over HTTPS) and wait
+    until /health says it is consuming."""
     vault_key = vault_key or Vault.new_key()
     port = port or free_port()
     with log.open("ab") as out:
@@ -98,14 +109,18 @@ async def start_adapter(
             [
                 *(sys.executable, "-m", "backbone", "adapter", "http", "--gateway", GATEWAY),
                 *("--port", str(port), "--lock", "30"),
+                *(("--tls-cert", str(tls[0]), "--tls-key", str(tls[1])) if tls else ()),
             ],
             env=environment(pipeline, vault_key),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+    scheme = "https" if tls else "http"
     adapter = Adapter(
-        process, f"http://127.0.0.1:{port}", vault_key, log, pipeline.settings.database_url
+        process, f"{scheme}://127.0.0.1:{port}", vault_key, log, pipeline.settings.database_url
     )
+    if tls:
+        adapter.verify = ssl.create_default_context(cafile=str(tls[0]))
     deadline = time.monotonic() + START_TIMEOUT
     async with adapter.client() as client:
         while True:

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from adapters.http import signing as signing_of_adapter
@@ -333,3 +339,57 @@ async def test_a_webhook_target_down_for_30_s_gets_every_call_afterwards(
             assert called == sorted(ids)  # every call, once
             after = (await dms.get("/v1/webhooks")).json()[0]
             assert after["pending"] == 0 and after["last_error"] is None
+
+
+def _server_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "adapter.pem", directory / "adapter.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_the_adapter_serves_https_with_the_certificate_it_is_given(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    await _behind_the_adapter(pipeline)
+    tls = _server_certificate(tmp_path)
+    adapter = await start_adapter(pipeline, tmp_path / "adapter.log", tls=tls)
+    try:
+        assert adapter.base_url.startswith("https://")
+        async with adapter.client(await adapter.credential(H14)) as client:
+            answer = await client.get("/v1/inbox/count")
+            assert answer.status_code == 200 and answer.json() == {"count": 0}
+        plain = adapter.base_url.replace("https://", "http://")
+        async with httpx.AsyncClient() as insecure:  # no plain HTTP on a TLS port
+            with pytest.raises(httpx.HTTPError):
+                await insecure.get(f"{plain}/health")
+        async with httpx.AsyncClient() as untrusting:  # and a client must trust its certificate
+            with pytest.raises(httpx.ConnectError):
+                await untrusting.get(f"{adapter.base_url}/health")
+    finally:
+        assert adapter.stop() == 0
