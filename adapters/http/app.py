@@ -50,7 +50,7 @@ from backbone.store.tracking import timeline
 from . import credentials, signing, webhooks
 from .credentials import Credential, Vault
 from .mailbox import Conflict, Mailbox, MailboxFiller
-from .messages import Entry, Message
+from .messages import Message
 from .problems import RESPONSES, Problem
 
 log = get_logger("backbone.adapter.http")
@@ -349,7 +349,7 @@ def create_app(adapter: Adapter) -> FastAPI:
             until=until,
             limit=limit,
         )
-        items = [Message.of(entry) for entry in entries]
+        items = list(entries)
         return Page(items=items, next=items[-1].id if len(items) == limit else None)
 
     @app.get("/v1/inbox/count", tags=["receive"])
@@ -381,11 +381,11 @@ def create_app(adapter: Adapter) -> FastAPI:
         if found is None:
             return Response(status_code=204)
         entry, token = found
-        return Locked(message=Message.of(entry), lock_token=token)
+        return Locked(message=entry, lock_token=token)
 
     @app.get("/v1/inbox/{message}", tags=["receive"])
     async def message(message: MessageId, credential: Caller) -> Message:
-        return Message.of(await _entry(adapter, credential, message))
+        return await _entry(adapter, credential, message)
 
     @app.get(
         "/v1/inbox/{message}/package",
@@ -441,7 +441,7 @@ def create_app(adapter: Adapter) -> FastAPI:
             raise _no_message(message)
         adapter.metrics.acknowledged.labels(answer.result).inc()
         log.info("acknowledged", message=message, result=answer.result, agency=entry.recipient)
-        return Message.of(entry)
+        return entry
 
     @app.post("/v1/webhooks", status_code=201, tags=["webhooks"])
     async def subscribe(subscription: Subscription, credential: Caller) -> Subscribed:
@@ -609,7 +609,7 @@ def _agencies(credential: Credential, agency: str | None) -> frozenset[str]:
     return frozenset({agency})
 
 
-async def _entry(adapter: Adapter, credential: Credential, message: int) -> Entry:
+async def _entry(adapter: Adapter, credential: Credential, message: int) -> Message:
     entry = await adapter.mailbox.get(credential.agencies, message)
     if entry is None:
         raise _no_message(message)

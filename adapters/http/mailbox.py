@@ -33,7 +33,7 @@ from backbone.store import Store
 from backbone.store.models import MailboxMessage
 from backbone.workers.worker import TRANSIENT, Worker
 
-from .messages import Entry
+from .messages import Message
 from .webhooks import owe_calls
 
 Result = Literal["done", "fail"]
@@ -113,7 +113,7 @@ class Mailbox:
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 100,
-    ) -> list[Entry]:
+    ) -> list[Message]:
         """Messages not yet acknowledged, oldest first, after the cursor ``after``."""
         query = (
             select(MailboxMessage)
@@ -132,7 +132,7 @@ class Mailbox:
         if until is not None:
             query = query.where(MailboxMessage.received_at < until)
         async with self.store.sessions() as session:
-            return [Entry.of(row) for row in (await session.execute(query)).scalars()]
+            return [Message.of(row) for row in (await session.execute(query)).scalars()]
 
     async def count(self, agencies: Collection[str], kind: str | None = None) -> int:
         query = select(func.count()).where(
@@ -145,7 +145,7 @@ class Mailbox:
 
     async def peek(
         self, agencies: Collection[str], lock: float, kind: str | None = None
-    ) -> tuple[Entry, str] | None:
+    ) -> tuple[Message, str] | None:
         """Lock the oldest message not acknowledged and not locked (or whose lock
         expired) for ``lock`` seconds: it and its lock token, or None if none waits."""
         for _ in range(20):  # another poller may take the one found first
@@ -177,14 +177,14 @@ class Mailbox:
                     row = await session.get(MailboxMessage, found)
                     assert row is not None
                     await session.refresh(row)
-                    return Entry.of(row), token
+                    return Message.of(row), token
             await asyncio.sleep(0)
         return None
 
-    async def get(self, agencies: Collection[str], message: int) -> Entry | None:
+    async def get(self, agencies: Collection[str], message: int) -> Message | None:
         async with self.store.sessions() as session:
             row = await session.get(MailboxMessage, message)
-            return Entry.of(row) if row is not None and row.recipient in agencies else None
+            return Message.of(row) if row is not None and row.recipient in agencies else None
 
     async def body(self, agencies: Collection[str], message: int) -> bytes | None:
         """The bytes as delivered."""
@@ -194,7 +194,7 @@ class Mailbox:
 
     async def acknowledge(
         self, agencies: Collection[str], message: int, result: Result, reason: str | None
-    ) -> Entry | None:
+    ) -> Message | None:
         """Taken by its system (``done``) or not (``fail``, with why). The same answer
         again changes nothing; another raises :class:`Conflict`. None: no such message."""
         async with self.store.transaction() as session:
@@ -204,12 +204,12 @@ class Mailbox:
             if row.acked_at is not None:
                 if row.result != result:
                     raise Conflict(f"message {message} was acknowledged {row.result} already")
-                return Entry.of(row)
+                return Message.of(row)
             row.acked_at, row.result = datetime.now(UTC), result
             row.reason = printable(reason, 2000) if reason else None
             row.locked_until = row.lock_token = None
             await session.flush()
-            return Entry.of(row)
+            return Message.of(row)
 
 
 class MailboxFiller(Worker):

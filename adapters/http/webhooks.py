@@ -41,7 +41,7 @@ from backbone.store import Store
 from backbone.store.models import AdapterCredential, MailboxMessage, Webhook, WebhookCall, utcnow
 
 from .credentials import Vault
-from .messages import Entry, Message
+from .messages import Message
 from .signing import webhook_signature
 
 log = get_logger("backbone.adapter.webhooks")
@@ -170,7 +170,7 @@ class _Due:
     webhook: str
     url: str
     secret: bytes
-    message: Entry
+    message: Message
 
 
 class Dispatcher:
@@ -225,13 +225,13 @@ class Dispatcher:
                     webhook.id,
                     webhook.url,
                     self.vault.open(webhook.secret),
-                    Entry.of(message),
+                    Message.of(message),
                 )
                 for call, webhook, message in rows
             ]
 
     async def _call(self, due: _Due) -> None:
-        message = Message.of(due.message).model_dump(mode="json")
+        message = due.message.model_dump(mode="json")
         body = json.dumps({"event": "message", "webhook": due.webhook, "message": message}).encode()
         timestamp = str(int(time.time()))
         headers = {
