@@ -176,32 +176,34 @@ class _Due:
 class Dispatcher:
     """Makes the calls that are due, until cancelled; :meth:`wake` when some are owed."""
 
-    def __init__(self, store: Store, vault: Vault, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, store: Store, vault: Vault) -> None:
         self.store = store
         self.vault = vault
-        self.client = client or httpx.AsyncClient(timeout=CALL_TIMEOUT, follow_redirects=False)
         self._wake = asyncio.Event()
-        self.made = 0  # calls that succeeded
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        try:
+        """Until cancelled; a store or a target that fails is logged and tried again, so
+        that the dispatcher never dies while the adapter serves."""
+        async with httpx.AsyncClient(timeout=CALL_TIMEOUT, follow_redirects=False) as client:
             while True:
                 self._wake.clear()
                 try:
                     due = await self._due()
+                    outcomes = await asyncio.gather(
+                        *(self._call(client, item) for item in due), return_exceptions=True
+                    )
                 except Exception as exc:  # the store away: try again later
                     log.warning("webhook calls cannot be read", error=repr(exc)[:300])
-                    due = []
-                if due:
-                    await asyncio.gather(*(self._call(item) for item in due))
+                    due, outcomes = [], []
+                for failure in (o for o in outcomes if isinstance(o, Exception)):
+                    log.warning("a webhook call was not recorded", error=repr(failure)[:300])
+                if due and not any(isinstance(o, Exception) for o in outcomes):
                     continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE)
-        finally:
-            await self.client.aclose()
 
     async def _due(self) -> list[_Due]:
         now = datetime.now(UTC)
@@ -230,7 +232,7 @@ class Dispatcher:
                 for call, webhook, message in rows
             ]
 
-    async def _call(self, due: _Due) -> None:
+    async def _call(self, client: httpx.AsyncClient, due: _Due) -> None:
         message = due.message.model_dump(mode="json")
         body = json.dumps({"event": "message", "webhook": due.webhook, "message": message}).encode()
         timestamp = str(int(time.time()))
@@ -242,7 +244,7 @@ class Dispatcher:
         }
         error: str | None = None
         try:
-            answer = await self.client.post(due.url, content=body, headers=headers)
+            answer = await client.post(due.url, content=body, headers=headers)
             if not answer.is_success:
                 error = f"answered {answer.status_code}"
         except httpx.HTTPError as exc:
@@ -262,7 +264,5 @@ class Dispatcher:
                 backoff = min(2.0**due.attempts, MOST_BACKOFF)
                 call.due_at = now + timedelta(seconds=backoff)
                 webhook.last_error = error[:500]
-        if error is None:
-            self.made += 1
-        else:
+        if error is not None:
             log.info("webhook call failed; again later", webhook=due.webhook, error=error)
