@@ -46,7 +46,7 @@ class Conflict(Exception):
     """The message was acknowledged already, otherwise."""
 
 
-def row_of(message: Incoming) -> dict[str, object]:
+def row_of(message: Incoming, limits: edxml.Limits) -> dict[str, object]:
     """A delivery as a mailbox row: its bytes as they came, what a listing shows read
     from the package (bounded), and its recipient from the routing key."""
     body = message.body
@@ -66,7 +66,7 @@ def row_of(message: Incoming) -> dict[str, object]:
         "received_at": datetime.now(UTC),
     }
     try:
-        package = edxml.parse(body)
+        package = edxml.parse(body, limits)
     except PackageError:  # validated by the backbone; kept as it came all the same
         return row
     row["kind"] = package.kind
@@ -235,7 +235,15 @@ class MailboxFiller(Worker):
         """It publishes nothing: a gateway may not write to the backbone's exchanges."""
 
     async def handle(self, message: Incoming) -> None:
-        row = row_of(message)
+        """Off the event loop, the package is read for what a listing shows; the row is
+        committed (a store that fails is retried); then the delivery is acked. A bug hands
+        it back, and past the delivery limit it goes to the quarantine."""
+        try:
+            row = await asyncio.to_thread(row_of, message, self.settings.limits)
+        except Exception as exc:
+            self.log.error("delivery not read; handed back", error=repr(exc)[:300])
+            await self.settle(message, requeue=True)
+            return
         bound = self.log.bind(message_id=row["message_id"], agency=row["recipient"])
         for pause in (*TRANSIENT_PAUSES, None):
             try:
@@ -247,6 +255,10 @@ class MailboxFiller(Worker):
                     return
                 bound.warning("mailbox unavailable; retrying", error=repr(exc)[:300])
                 await asyncio.sleep(pause)
+            except Exception as exc:
+                bound.error("delivery not kept; handed back", error=repr(exc)[:300])
+                await self.settle(message, requeue=True)
+                return
             else:
                 bound.info("in the mailbox", kind=row["kind"], document_id=row["document_id"])
                 await self.settle(message)
