@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import aclosing, contextmanager
 from datetime import datetime
@@ -559,6 +560,7 @@ async def _check_services(settings: Settings) -> None:
         raise _broker_failure(exc, settings.amqp_url, settings.workers_user) from None
     await connection.close()
     store = Store(settings.database_url)
+    threads = threading.active_count()
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT), store.transaction() as session:
             await session.execute(text("SELECT 1"))
@@ -570,6 +572,12 @@ async def _check_services(settings: Settings) -> None:
         )
     finally:
         await store.close()
+        # a failed SQLite connection's thread (aiosqlite's) answers its last call after
+        # the failure: with the loop closed, that answer is a traceback on stderr
+        for _ in range(100):
+            if threading.active_count() <= threads:
+                break
+            await asyncio.sleep(0.01)
 
 
 def _running(work: Callable[[], None]) -> None:
