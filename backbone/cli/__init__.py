@@ -87,7 +87,7 @@ def main(
         settings = get_settings()
     except ValidationError as exc:
         raise fail(describe(exc)) from None
-    service = ctx.invoked_subcommand == "run"  # workers log JSON lines (and adapters)
+    service = ctx.invoked_subcommand == "run"  # workers log JSON lines
     level = (
         "WARNING" if ctx.invoked_subcommand in ("demo", "bench") else settings.log_level
     )  # the story (the figures) speaks
