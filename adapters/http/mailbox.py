@@ -235,11 +235,12 @@ class MailboxFiller(Worker):
         """It publishes nothing: a gateway may not write to the backbone's exchanges."""
 
     async def handle(self, message: Incoming) -> None:
-        """Off the event loop, the package is read for what a listing shows; the row is
-        committed (a store that fails is retried); then the delivery is acked. A bug hands
-        it back, and past the delivery limit it goes to the quarantine."""
+        """The package is read for what a listing shows (on the event loop: lxml's schema
+        validation is not safe in several threads at once); the row is committed (a store
+        that fails is retried); then the delivery is acked. A bug hands it back, and past
+        the delivery limit it goes to the quarantine."""
         try:
-            row = await asyncio.to_thread(row_of, message, self.settings.limits)
+            row = row_of(message, self.settings.limits)
         except Exception as exc:
             self.log.error("delivery not read; handed back", error=repr(exc)[:300])
             await self.settle(message, requeue=True)
