@@ -46,6 +46,7 @@ _UTF8_CHUNK = 1024 * 1024
 _SPACE = re.compile(rb"[ \t\r\n]*")
 _POSITION = re.compile(r", line \d+, column \d+$")
 _local = threading.local()
+_building = threading.Lock()  # see _schema()
 
 
 def _parser(huge: bool, keep_comments: bool = False) -> etree.XMLParser:
@@ -288,9 +289,14 @@ def _schema_path() -> Path:
 
 
 def _schema() -> etree.XMLSchema:
+    """This thread's schema, made one thread at a time. Once in CI, the HTTP adapter's
+    first packages, read in several threads together, failed with libxml2's "Internal
+    error: xmlSchemaPValAttrNodeValue, the given type is not a built-in type", a fault of
+    schemas built concurrently; 16 threads at once did not bring it back here."""
     schema: etree.XMLSchema | None = getattr(_local, "schema", None)
     if schema is None:
-        schema = etree.XMLSchema(etree.parse(str(_schema_path())))
+        with _building:
+            schema = etree.XMLSchema(etree.parse(str(_schema_path())))
         _local.schema = schema
     return schema
 
