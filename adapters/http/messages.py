@@ -40,15 +40,15 @@ class Message(BaseModel):
             status_code=row.status_code,
             content_sha256=row.content_sha256,
             size=row.size,
-            received_at=_aware(row.received_at),
-            locked_until=_aware(row.locked_until),
-            acknowledged_at=_aware(row.acked_at),
+            received_at=aware(row.received_at),
+            locked_until=aware(row.locked_until),
+            acknowledged_at=aware(row.acked_at),
             result=row.result,
             reason=row.reason,
         )
 
 
-def _aware(moment: datetime | None) -> datetime | None:
+def aware(moment: datetime | None) -> datetime | None:
     """As stored, in UTC (SQLite drops the zone)."""
     if moment is None or moment.tzinfo is not None:
         return moment

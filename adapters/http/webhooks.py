@@ -41,7 +41,7 @@ from backbone.store import Store
 from backbone.store.models import AdapterCredential, MailboxMessage, Webhook, WebhookCall, utcnow
 
 from .credentials import Vault
-from .messages import Message
+from .messages import Message, aware
 from .signing import webhook_signature
 
 log = get_logger("backbone.adapter.webhooks")
@@ -121,9 +121,9 @@ async def listed(session: AsyncSession, key_id: str) -> list[Listed]:
             w.id,
             w.url,
             tuple(w.kinds.split(",")),
-            _aware(w.created_at) or w.created_at,
-            _aware(w.last_attempt_at),
-            _aware(w.last_success_at),
+            aware(w.created_at) or w.created_at,
+            aware(w.last_attempt_at),
+            aware(w.last_success_at),
             w.last_error,
             int(n or 0),
         )
@@ -155,12 +155,6 @@ async def owe_calls(session: AsyncSession, message: int, recipient: str, kind: s
     ]
     session.add_all(owed)
     return len(owed)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
