@@ -63,6 +63,9 @@ class Agency(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # the directory's change counter: every insert or change takes the next one, so a
+    # system that synced up to version N asks for what is above N (removed ones included)
+    version: Mapped[int] = mapped_column(Integer, unique=True)
 
     certificates: Mapped[list[Certificate]] = relationship(back_populates="agency")
 
@@ -220,6 +223,7 @@ class EventRecord(Base):
     __table_args__ = (
         Index(None, "document_pk", "recipient"),
         Index(None, "kind", "recorded_at"),
+        Index(None, "sender", "id"),  # a sender's feed, read with a cursor
         Index(None, "recipient", "status_code"),
     )
 

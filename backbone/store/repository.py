@@ -165,6 +165,7 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
     """
     existing = await existing_agencies(session, (str(r.code) for r in rows))
     now = datetime.now(UTC)
+    version = await _last_version(session)
     added: list[dict[str, object]] = []
     changed: list[dict[str, object]] = []
     for row in rows:
@@ -181,6 +182,7 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
                     "active": True,
                     "created_at": now,
                     "updated_at": now,
+                    "version": (version := version + 1),
                 }
             )
         elif (current.name, current.parent_code, current.active) != (row.name, parent, True):
@@ -191,6 +193,7 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
                     "parent_code": parent,
                     "active": True,
                     "updated_at": now,
+                    "version": (version := version + 1),
                 }
             )
     if added:
@@ -204,9 +207,26 @@ async def set_agency_active(session: AsyncSession, code: str, active: bool) -> b
     result = await session.execute(
         update(Agency)
         .where(Agency.code == code)
-        .values(active=active, updated_at=datetime.now(UTC))
+        .values(
+            active=active,
+            updated_at=datetime.now(UTC),
+            version=await _last_version(session) + 1,
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _last_version(session: AsyncSession) -> int:
+    """The directory's highest change number. Two writers that read the same one collide
+    on the unique version and one of them fails whole: no change shares a number, so none
+    is skipped by a system that synced up to it."""
+    return int(await session.scalar(select(func.coalesce(func.max(Agency.version), 0))) or 0)
+
+
+async def directory_changes(session: AsyncSession, since: int, limit: int) -> list[Agency]:
+    """Agencies added, changed or removed after change number ``since``, in order."""
+    query = select(Agency).where(Agency.version > since).order_by(Agency.version).limit(limit)
+    return list((await session.execute(query)).scalars())
 
 
 def under_pattern(code: AgencyCode) -> str:

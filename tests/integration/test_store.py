@@ -16,6 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import select, text
 
 from backbone import edxml
+from backbone.agency import AgencyCode
 from backbone.store import Store, migrate
 from backbone.store import repository as repo
 from backbone.store.models import Base, Document
@@ -66,6 +67,66 @@ def test_migrations_go_down_and_up_again_with_rows(kind: str, tmp_path: Path) ->
         assert asyncio.run(states(url)) == ["accepted"]
         command.downgrade(config, "base")
         command.upgrade(config, "head")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_the_directory_s_existing_agencies_are_numbered_in_the_order_they_changed(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind == "postgresql" and (unreachable := postgres_unreachable()):
+        pytest.skip(unreachable)
+
+    async def run(url: str, sql: str) -> list[tuple[object, ...]]:
+        store = Store(url)
+        try:
+            async with store.engine.begin() as connection:
+                result = await connection.execute(text(sql))
+                return [tuple(row) for row in result] if result.returns_rows else []
+        finally:
+            await store.close()
+
+    with migrated(kind, tmp_path) as url:
+        config = migrate.alembic_config(url)
+        command.downgrade(config, "0005")
+        for code, level, when in [
+            ("000.00.00.H41", 1, "2026-01-02 00:00:00+00"),
+            ("000.00.01.H41", 2, "2026-01-01 00:00:00+00"),
+            ("000.00.00.G22", 1, "2026-01-03 00:00:00+00"),
+        ]:
+            asyncio.run(
+                run(
+                    url,
+                    "INSERT INTO agencies (code, name, level, root, active, created_at, updated_at)"
+                    f" VALUES ('{code}', 'x', {level}, '{code[-3:]}', true, '{when}', '{when}')",
+                )
+            )
+        command.upgrade(config, "head")
+        numbered = asyncio.run(run(url, "SELECT code, version FROM agencies ORDER BY version"))
+    assert numbered == [("000.00.01.H41", 1), ("000.00.00.H41", 2), ("000.00.00.G22", 3)]
+
+
+async def test_every_change_to_the_directory_takes_the_next_version(store: Store) -> None:
+    h41, district = AgencyCode.parse("000.00.00.H41"), AgencyCode.parse("000.00.01.H41")
+    async with store.transaction() as session:
+        await repo.upsert_agencies(
+            session, [repo.AgencyRow(h41, "Hà Nội", None), repo.AgencyRow(district, "Ba Đình", h41)]
+        )
+    async with store.transaction() as session:
+        assert [(a.code, a.version) for a in await repo.directory_changes(session, 0, 10)] == [
+            ("000.00.00.H41", 1),
+            ("000.00.01.H41", 2),
+        ]
+        await repo.upsert_agencies(session, [repo.AgencyRow(h41, "Hà Nội", None)])  # unchanged
+        await repo.set_agency_active(session, "000.00.01.H41", False)
+        await repo.upsert_agencies(session, [repo.AgencyRow(h41, "TP Hà Nội", None)])
+    async with store.sessions() as session:
+        changes = await repo.directory_changes(session, 1, 10)
+        assert [(a.code, a.version, a.active) for a in changes] == [
+            ("000.00.01.H41", 3, False),
+            ("000.00.00.H41", 4, True),
+        ]
+        assert await repo.directory_changes(session, 4, 10) == []
+        assert len(await repo.directory_changes(session, 0, 1)) == 1
 
 
 async def _record(store: Store, sender: str, document_id: str, sha: str) -> repo.AcceptanceRecord:
