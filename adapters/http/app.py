@@ -37,6 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from backbone import edxml
+from backbone.broker import topology
 from backbone.client import AsyncGateway, SendError
 from backbone.config import Settings
 from backbone.errors import BrokerError, PackageError
@@ -45,7 +46,8 @@ from backbone.registry import Registry
 from backbone.safe import derived_id, printable
 from backbone.store import Store
 from backbone.store.models import Document, IdempotentAnswer
-from backbone.store.tracking import timeline
+from backbone.store.repository import directory_changes
+from backbone.store.tracking import feed, timeline
 
 from . import credentials, signing, webhooks
 from .credentials import Credential, Vault
@@ -204,6 +206,39 @@ class SentDocument(BaseModel):
     subject: str | None
     accepted_at: datetime | None
     recipients: list[RecipientStatus]
+
+
+class FeedEvent(BaseModel):
+    id: int = Field(description="the cursor: read on with `after=` this id")
+    backbone_id: str | None
+    document_id: str | None
+    recipient: str | None = Field(description="whom the event is about (a status: its reporter)")
+    kind: str = Field(description="accepted, delivered, status, anomaly, rejected, ...")
+    status_code: str | None
+    description: str | None
+    occurred_at: datetime | None
+    recorded_at: datetime
+
+
+class Feed(BaseModel):
+    items: list[FeedEvent]
+    next: int | None = Field(description="the cursor of the next page (`after=`), if any")
+
+
+class DirectoryEntry(BaseModel):
+    code: str
+    name: str
+    parent: str | None
+    level: int
+    deleted: bool = Field(description="removed from the registry: send it nothing")
+    version: int
+    hub: str | None = Field(description="the gateway that serves it, if not its own system")
+
+
+class Directory(BaseModel):
+    items: list[DirectoryEntry]
+    version: int = Field(description="ask with `since=` this next time")
+    more: bool = Field(description="more changes wait: ask again at once")
 
 
 class Capability(BaseModel):
@@ -485,6 +520,62 @@ def create_app(adapter: Adapter) -> FastAPI:
                 raise Problem(404, "not-found", "you have no webhook with this id")
         return Response(status_code=204)
 
+    @app.get("/v1/statuses", tags=["statuses"])
+    async def status_feed(
+        credential: Caller,
+        after: Annotated[int, Query(ge=0, le=MOST_ID)] = 0,
+        agency: Annotated[str | None, Query(max_length=13)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> Feed:
+        """Everything recorded about your sent documents (accepted, delivered, each status,
+        anomalies, refusals), in the order the backbone recorded it; read on with
+        `after=next`. Nothing needs acknowledging: the cursor is yours to keep."""
+        async with adapter.store.sessions() as session:
+            events = await feed(session, _agencies(credential, agency), after, limit)
+        items = [
+            FeedEvent(
+                id=e.id,
+                backbone_id=e.document_pk,
+                document_id=e.edxml_document_id,
+                recipient=e.recipient,
+                kind=e.kind,
+                status_code=e.status_code,
+                description=e.description,
+                occurred_at=e.occurred_at,
+                recorded_at=e.recorded_at,
+            )
+            for e in events
+        ]
+        return Feed(items=items, next=items[-1].id if len(items) == limit else None)
+
+    @app.get("/v1/directory/agencies", tags=["directory"])
+    async def directory(
+        _: Caller,
+        since: Annotated[int, Query(ge=0, le=MOST_ID, description="a `version` seen")] = 0,
+        limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    ) -> Directory:
+        """The agencies added, changed or removed since `version` (0: all of them), in
+        order; keep the answer's `version` and ask with it next time."""
+        async with adapter.store.sessions() as session:
+            changes = await directory_changes(session, since, limit)
+        hubs = await _hubs(adapter.registry) if changes else {}
+        return Directory(
+            items=[
+                DirectoryEntry(
+                    code=a.code,
+                    name=a.name,
+                    parent=a.parent_code,
+                    level=a.level,
+                    deleted=not a.active,
+                    version=a.version,
+                    hub=hubs.get(a.code),
+                )
+                for a in changes
+            ],
+            version=changes[-1].version if changes else since,
+            more=len(changes) == limit,
+        )
+
     @app.get("/v1/directory/agencies/{code}", tags=["directory"])
     async def capability(code: Annotated[str, PathParam(max_length=13)], _: Caller) -> Capability:
         """Can a document be sent to this agency now (registered, active, served)?"""
@@ -592,6 +683,18 @@ async def _bounded_body(request: Request, limit: int) -> bytes:
 
 def _too_large(limit: int) -> Problem:
     return Problem(413, "too-large", f"the body is larger than the {limit} bytes allowed")
+
+
+async def _hubs(registry: Registry) -> dict[str, str]:
+    """Each agency a gateway serves, and that gateway's name."""
+    gateways = {
+        topology.gateway_queue(g.username): g.username for g in await registry.list_gateways()
+    }
+    return {
+        code: gateways[queue]
+        for code, queue in (await registry.delivery_queues()).items()
+        if queue in gateways
+    }
 
 
 def _agencies(credential: Credential, agency: str | None) -> frozenset[str]:

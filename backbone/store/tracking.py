@@ -94,3 +94,17 @@ async def timeline(
         .order_by(EventRecord.recorded_at, EventRecord.id)
     )
     return list(deliveries.scalars()), list(events.scalars())
+
+
+async def feed(
+    session: AsyncSession, senders: Iterable[str], after: int, limit: int
+) -> list[EventRecord]:
+    """What was recorded about these senders' documents after event ``after``, in the order
+    it was recorded (the tracker commits one batch at a time, so ids grow with commits)."""
+    rows = await session.execute(
+        select(EventRecord)
+        .where(EventRecord.sender.in_(sorted(senders)), EventRecord.id > after)
+        .order_by(EventRecord.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())

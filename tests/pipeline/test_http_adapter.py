@@ -134,9 +134,10 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
                 h14_statuses = [
                     e for e in (history.get(H14) or {}).get("history", []) if e["kind"] == "status"
                 ]
-                return len(h14_statuses) == 3 and (history.get(SENDER) or {}).get(
-                    "status_code"
-                ) == "01"
+                return (
+                    len(h14_statuses) == 3
+                    and (history.get(SENDER) or {}).get("status_code") == "01"
+                )
 
             await wait_for(recorded, 60)
             # in the order the backbone recorded them: three statuses sent one after another
@@ -145,6 +146,23 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
             statuses = [e["status_code"] for e in history[H14]["history"] if e["kind"] == "status"]
             assert sorted(statuses) == ["01", "03", "06"]
             assert history[H14]["status_code"] == "06"
+
+            # the same, as a feed read page by page with its cursor
+            whole = (await sender.get("/v1/statuses")).json()
+            assert whole["next"] is None
+            paged, after = [], 0
+            while after is not None:
+                page = (
+                    await sender.get("/v1/statuses", params={"after": after, "limit": 2})
+                ).json()
+                paged += page["items"]
+                after = page["next"]
+            assert paged == whole["items"]
+            seen = {(e["kind"], e["recipient"], e["status_code"]) for e in paged}
+            assert {("status", H14, code) for code in ("01", "03", "06")} < seen
+            assert ("status", SENDER, "01") in seen and ("accepted", None, None) in seen
+            tracked = (await sender.get(f"/v1/documents/{document.document_id}")).json()
+            assert {e["backbone_id"] for e in paged} == {tracked["backbone_id"]}
 
             # and the statuses themselves, in its mailbox: three from H14, one from G22
             forwarded: list[tuple[str, str]] = []
@@ -204,6 +222,7 @@ async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
             refused = {  # (client, method, path, params, body): expected status
                 (of_h14, "GET", "/v1/inbox", (("agency", H41),), None): 403,
                 (of_h14, "GET", "/v1/inbox/count", (("agency", H41),), None): 403,
+                (of_h14, "GET", "/v1/statuses", (("agency", H41),), None): 403,
                 (of_h14, "POST", "/v1/inbox/peek", (("agency", H41),), None): 403,
                 (
                     of_h14,
@@ -233,6 +252,7 @@ async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
             # nothing of H14's in H41's listings, and H14's message is still unacknowledged
             assert (await of_h41.get("/v1/inbox")).json()["items"] == []
             assert (await of_h41.get("/v1/inbox/count")).json() == {"count": 0}
+            assert (await of_h14.get("/v1/statuses")).json()["items"] == []  # H41's document's
             assert (await of_h14.get(f"/v1/inbox/{theirs}")).json()["acknowledged_at"] is None
 
         async with adapter.client() as anonymous:  # unsigned
@@ -247,11 +267,46 @@ async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
                 ("POST", "/v1/documents"),
                 ("POST", "/v1/statuses"),
                 ("GET", f"/v1/documents/{document.document_id}"),
+                ("GET", "/v1/statuses"),
+                ("GET", "/v1/directory/agencies"),
                 ("GET", f"/v1/directory/agencies/{H14}"),
             ]:
                 answer = await anonymous.request(method, path)
                 assert answer.status_code == 401, (method, path, answer.text)
                 assert answer.json()["code"] == "signature-missing"
+
+
+async def test_the_directory_is_synced_incrementally_with_its_removed_agencies(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    await _behind_the_adapter(pipeline)
+    async with (
+        running_adapter(pipeline, tmp_path / "adapter.log") as adapter,
+        adapter.client(await adapter.credential(H41)) as dms,
+    ):
+        first = (await dms.get("/v1/directory/agencies")).json()
+        units = {e["code"]: e for e in first["items"]}
+        assert {H41, H14, SENDER} <= set(units) and first["more"] is False
+        assert (units[H41]["hub"], units[H14]["hub"], units[SENDER]["hub"]) == (
+            GATEWAY,
+            GATEWAY,
+            None,
+        )
+        assert first["version"] == max(e["version"] for e in first["items"])
+
+        await pipeline.registry.deactivate_agency(H14)
+        await pipeline.registry.add_agency("000.00.00.H26", "Hưng Yên", principal=False)
+        later = await dms.get("/v1/directory/agencies", params={"since": first["version"]})
+        changes = later.json()
+        assert [(e["code"], e["deleted"]) for e in changes["items"]] == [
+            (H14, True),
+            ("000.00.00.H26", False),
+        ]
+        assert changes["items"][1]["name"] == "Hưng Yên"
+        settled = await dms.get("/v1/directory/agencies", params={"since": changes["version"]})
+        assert settled.json() == {"items": [], "version": changes["version"], "more": False}
+        one = (await dms.get("/v1/directory/agencies", params={"limit": 1})).json()
+        assert len(one["items"]) == 1 and one["more"] is True
 
 
 async def test_an_adapter_killed_while_filling_its_mailbox_loses_and_doubles_nothing(

@@ -35,9 +35,7 @@ def upgrade() -> None:
         )
     ).scalars()
     for number, code in enumerate(list(codes), start=1):
-        connection.execute(
-            agencies.update().where(agencies.c.code == code).values(version=number)
-        )
+        connection.execute(agencies.update().where(agencies.c.code == code).values(version=number))
     with op.batch_alter_table("agencies", schema=None) as batch_op:
         batch_op.alter_column("version", existing_type=sa.Integer(), nullable=False)
         batch_op.create_unique_constraint(batch_op.f("uq_agencies_version"), ["version"])
