@@ -53,7 +53,7 @@ from . import credentials, signing, webhooks
 from .credentials import Credential, Vault
 from .mailbox import Conflict, Mailbox, MailboxFiller
 from .messages import Message
-from .problems import RESPONSES, Problem
+from .problems import ENVELOPED, RESPONSES, Problem
 
 log = get_logger("backbone.adapter.http")
 LOCK_SECONDS = 300.0  # how long a peek locks a message by default
@@ -301,6 +301,9 @@ def create_app(adapter: Adapter) -> FastAPI:
     app.state.adapter = adapter
     _errors(app)
     _metrics(app, adapter)
+    from .vdxp import router  # built on this module's parts, so imported once it is loaded
+
+    app.include_router(router)
 
     @app.post("/v1/documents", status_code=202, tags=["send"], openapi_extra=PACKAGE_BODY)
     async def send_document(
@@ -558,7 +561,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         order; keep the answer's `version` and ask with it next time."""
         async with adapter.store.sessions() as session:
             changes = await directory_changes(session, since, limit)
-        hubs = await _hubs(adapter.registry) if changes else {}
+        served = await hubs(adapter.registry) if changes else {}
         return Directory(
             items=[
                 DirectoryEntry(
@@ -568,7 +571,7 @@ def create_app(adapter: Adapter) -> FastAPI:
                     level=a.level,
                     deleted=not a.active,
                     version=a.version,
-                    hub=hubs.get(a.code),
+                    hub=served.get(a.code),
                 )
                 for a in changes
             ],
@@ -618,7 +621,7 @@ def create_app(adapter: Adapter) -> FastAPI:
 async def _caller(request: Request) -> Credential:
     """The credential that signed this request (its body read, bounded, on the way)."""
     adapter: Adapter = request.app.state.adapter
-    body = await _bounded_body(request, adapter.limit)
+    body = await bounded_body(request, adapter.limit)
     now = time.time()
     key_id = request.headers.get(signing.KEY) or ""
     credential = None
@@ -665,7 +668,7 @@ def _target(request: Request) -> str:
     return f"{target}?{query.decode('latin-1')}" if query else target
 
 
-async def _bounded_body(request: Request, limit: int) -> bytes:
+async def bounded_body(request: Request, limit: int) -> bytes:
     """The body, refused past ``limit`` bytes before more of it is read."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -685,7 +688,7 @@ def _too_large(limit: int) -> Problem:
     return Problem(413, "too-large", f"the body is larger than the {limit} bytes allowed")
 
 
-async def _hubs(registry: Registry) -> dict[str, str]:
+async def hubs(registry: Registry) -> dict[str, str]:
     """Each agency a gateway serves, and that gateway's name."""
     gateways = {
         topology.gateway_queue(g.username): g.username for g in await registry.list_gateways()
@@ -733,7 +736,18 @@ async def _send(
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type not in (XML, "text/xml"):
         raise Problem(415, "media-type", f"send the package as {XML}", value=content_type)
-    body = await request.body()
+    return await submit(adapter, credential, await request.body(), kind, idempotency_key)
+
+
+async def submit(
+    adapter: Adapter,
+    credential: Credential,
+    body: bytes,
+    kind: str,
+    idempotency_key: str | None = None,
+) -> Submitted:
+    """Send a package for the credential's agency once the broker confirms it (refused as
+    a :class:`Problem`: not edXML, the wrong kind, another agency's)."""
     digest = hashlib.sha256(body).hexdigest()
     if idempotency_key is not None:
         first = await _first_answer(adapter, credential, idempotency_key, digest)
@@ -744,8 +758,7 @@ async def _send(
     except PackageError as exc:
         raise Problem.of_issue(422, exc.issues[0]) from exc
     if package.kind != kind:
-        where = "/v1/statuses" if package.kind == "status" else "/v1/documents"
-        raise Problem(422, "wrong-kind", f"a {package.kind} package is sent to {where}")
+        raise Problem(422, "wrong-kind", f"a {package.kind} package is sent as a {kind} one")
     sender = package.sender or ""
     if sender not in credential.agencies:
         raise Problem(
@@ -837,35 +850,41 @@ def _disposition(name: str) -> str:
 
 
 def _errors(app: FastAPI) -> None:
-    """Every error answered as a problem."""
+    """Every error answered as a problem (on ``/vdxp``, in the axis's envelope)."""
+
+    def answer(request: Request, problem: Problem) -> JSONResponse:
+        if request.url.path.startswith(ENVELOPED):
+            return problem.envelope()
+        return problem.response()
 
     @app.exception_handler(Problem)
-    async def problem(_: Request, exc: Problem) -> JSONResponse:
-        return exc.response()
+    async def problem(request: Request, exc: Problem) -> JSONResponse:
+        return answer(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()))
         value = first.get("input")
-        return Problem(
+        refused = Problem(
             422,
             "request-invalid",
             str(first.get("msg", "the request is not valid")),
             path=where or None,
             value=printable(value if isinstance(value, str) else None, 200),
-        ).response()
+        )
+        return answer(request, refused)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         """A bug: answered as a problem, logged with where (never the request's body)."""
         log.error("unexpected failure", error=repr(exc)[:300], path=request.url.path[:200])
-        return Problem(500, "internal", "the adapter failed on this request").response()
+        return answer(request, Problem(500, "internal", "the adapter failed on this request"))
 
     @app.exception_handler(SQLAlchemyError)
-    async def database(_: Request, exc: SQLAlchemyError) -> JSONResponse:
+    async def database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
         log.warning("database unavailable", error=type(exc).__name__)
-        return Problem(503, "database", "the adapter's database is unavailable").response()
+        return answer(request, Problem(503, "database", "the adapter's database is unavailable"))
 
 
 def _metrics(app: FastAPI, adapter: Adapter) -> None:

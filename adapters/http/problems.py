@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from backbone.errors import Issue, truncate
 
 MEDIA_TYPE = "application/problem+json"
+ENVELOPED = "/vdxp/"  # paths answered in the national axis's envelope (:mod:`.vdxp`)
 
 
 class ProblemDetails(BaseModel):
@@ -69,6 +70,15 @@ class Problem(Exception):
             self.details().model_dump(exclude_none=True),
             status_code=self.status,
             media_type=MEDIA_TYPE,
+            headers=self.headers,
+        )
+
+    def envelope(self) -> JSONResponse:
+        """The national axis's shape (``/vdxp``): ``status`` FAIL, our code, the sentence."""
+        where = f" ({self.path})" if self.path else ""
+        return JSONResponse(
+            {"status": "FAIL", "ErrorCode": self.code, "ErrorDesc": f"{self.detail}{where}"},
+            status_code=self.status,
             headers=self.headers,
         )
 

@@ -4,6 +4,7 @@ served by uvicorn in a process of its own, two agencies that speak only HTTP and
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import ipaddress
 import json
@@ -23,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from adapters.http import signing as signing_of_adapter
+from adapters.http import vdxp
 from backbone import edxml, signing
 from backbone.broker import topology
 from backbone.client import AsyncGateway
@@ -196,6 +198,146 @@ async def test_two_http_agencies_and_one_on_amqp_exchange_a_document_and_its_sta
             assert called == set(forwarded)
             state = (await sender.get("/v1/webhooks")).json()
             assert state[0]["pending"] == 0 and state[0]["last_error"] is None
+
+
+class Axis:
+    """A system written for the national axis: the SDK's calls, signed as the SDK signs
+    them, on ``/vdxp``."""
+
+    def __init__(self, client: httpx.AsyncClient, auth: signing_of_adapter.HmacAuth) -> None:
+        self.client, self.auth = client, auth
+
+    async def call(
+        self, operation: str, content: bytes | None = None, method: str = "POST", **fields: str
+    ) -> httpx.Response:
+        # what the SDK puts in every call beside the operation's own fields
+        fields = {"timestamp": "06122026T101500+0123", "Content-Type": "application/json", **fields}
+        headers = vdxp.sign_headers(self.auth.key_id, self.auth.secret.decode(), fields)
+        return await self.client.request(
+            method, f"/vdxp/{operation}", headers=headers, content=content
+        )
+
+    async def ok(
+        self, operation: str, content: bytes | None = None, method: str = "POST", **fields: str
+    ) -> dict[str, Any]:
+        answer = await self.call(operation, content, method, **fields)
+        envelope = answer.json()
+        assert (answer.status_code, envelope["status"], envelope["ErrorCode"]) == (
+            200,
+            "OK",
+            "0",
+        ), answer.text
+        return dict(envelope)
+
+
+async def test_the_same_exchange_through_the_axis_sdk_s_operations(
+    pipeline: Pipeline, signers: dict[str, Signer], h14: Signer, tmp_path: Path
+) -> None:
+    """Two systems written for the national axis (``/vdxp``) and one agency on AMQP: send,
+    list, get, acknowledge, answer 01, 03, 06, read the per-recipient state, the statuses
+    and the directory, as the SDK calls them."""
+    await _behind_the_adapter(pipeline)
+    document = make_document(
+        sender=H41, recipients=[H14, SENDER], document_id=f"axis-{uuid.uuid4().hex[:8]}"
+    )
+    body = signers["H41"].sign(document)
+    async with running_adapter(pipeline, tmp_path / "adapter.log") as adapter:
+        sender_auth, recipient_auth = await adapter.credential(H41), await adapter.credential(H14)
+        async with adapter.client() as plain:
+            sender, dms = Axis(plain, sender_auth), Axis(plain, recipient_auth)
+            sent = await sender.ok(
+                "sendEdoc",
+                body + b"\r\n",  # as the SDK sends a file
+                **{"from": H41, "servicetype": "eDoc", "messagetype": "edoc"},
+                **{"Content-Type": "application/octet-stream"},
+            )
+            assert sent["DocId"] == document.document_id
+
+            listed: list[dict[str, Any]] = []
+
+            async def arrived() -> bool:
+                envelope = await dms.ok(
+                    "getReceivedEdocList", messagetype="edoc", servicetype="eDoc"
+                )
+                listed[:] = envelope["data"]
+                return bool(listed)
+
+            await wait_for(arrived, 60)
+            (item,) = listed
+            assert (item["from"], item["to"], item["messageType"]) == (H41, H14, "edoc")
+            assert item["contentSha256"] == hashlib.sha256(body).hexdigest()
+            got = await dms.ok("getEdoc", docId=item["docId"], filePath="/tmp/edoc")
+            assert base64.b64decode(got["data"]) == body  # as signed: the DMS can verify it
+            downloaded = await dms.call("downloadEdoc", method="GET", docId=item["docId"])
+            assert downloaded.content == body
+            assert (await dms.ok("countReceiveEdoc"))["count"] == 1
+            await dms.ok("updateStatus", docId=item["docId"], status="processing")
+            assert (await dms.ok("countReceiveEdoc"))["count"] == 1
+            await dms.ok("updateStatus", docid=item["docId"], status="done")
+            assert (await dms.ok("countReceiveEdoc"))["count"] == 0
+            assert (await dms.ok("getReceivedEdocList", messagetype="edoc"))["data"] == []
+            for code in ("01", "03", "06"):
+                status = h14.sign(new_status(reporter=H14, document=document, status_code=code))
+                await dms.ok("sendEdoc", status, **{"from": H14, "messagetype": "status"})
+
+            async with AsyncGateway(pipeline.url(SENDER), username=SENDER) as amqp:
+                received = [
+                    d async for d in amqp.receive(topology.inbox(SENDER), timeout=30, count=1)
+                ]
+                await received[0].ack()  # and it answers 01
+
+            states: dict[str, dict[str, Any]] = {}
+
+            async def recorded() -> bool:
+                envelope = await sender.ok("getSentEdocList", docId=document.document_id)
+                states.update({s["toCode"]: s for s in envelope["data"]})
+                return (states.get(H14) or {}).get("receiveStatus") == "06" and (
+                    states.get(SENDER) or {}
+                ).get("receiveStatus") == "01"
+
+            await wait_for(recorded, 60)
+            assert states[H14]["title"] == document.header.subject
+            assert states[H14]["sendStatus"] == "routed" and states[H14]["receivedTime"]
+
+            statuses: list[dict[str, Any]] = []
+
+            async def all_arrived() -> bool:
+                envelope = await sender.ok("getReceivedEdocList", messagetype="status")
+                statuses[:] = envelope["data"]
+                return len(statuses) >= 4
+
+            await wait_for(all_arrived, 60)
+            assert sorted((s["from"], s["status_desc"]) for s in statuses) == sorted(
+                [(H14, "01"), (H14, "03"), (H14, "06"), (SENDER, "01")]
+            )
+            assert (await sender.ok("countReceiveStatus"))["count"] == 4
+
+            units = {u["code"]: u for u in (await sender.ok("getSynchronizeUnit"))["data"]}
+            assert units[H14]["centerCode"] == GATEWAY and units[H14]["deleted"] is False
+            newest = max(u["version"] for u in units.values())
+            later = await sender.ok("getSynchronizeUnit", version=str(newest))
+            assert later["data"] == []
+            names = {a["code"]: a for a in (await sender.ok("getAgenciesList"))["data"]}
+            assert {H41, H14, SENDER} <= set(names)
+
+            # refusals, in the envelope: another's message, an unsigned field, a bad
+            # signature, the directory's writes
+            theirs = await sender.call("getEdoc", docId=item["docId"])
+            assert (theirs.status_code, theirs.json()["ErrorCode"]) == (404, "not-found")
+            headers = vdxp.sign_headers(recipient_auth.key_id, recipient_auth.secret.decode(), {})
+            unsigned = await plain.post(
+                "/vdxp/getEdoc", headers={**headers, "XroadVnpt-docId": str(item["docId"])}
+            )
+            assert unsigned.json()["ErrorCode"] == "docid-invalid"  # read from what is signed
+            forged = {**headers, "XroadVnpt-hash-header": "0" * 64}
+            refused = await plain.post("/vdxp/countReceiveEdoc", headers=forged)
+            assert refused.status_code == 401
+            assert refused.json()["status"] == "FAIL" and "ErrorDesc" in refused.json()
+            written = await sender.call("registerAgency", content=b"{}")
+            assert (written.status_code, written.json()["ErrorCode"]) == (
+                403,
+                "directory-read-only",
+            )
 
 
 async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
