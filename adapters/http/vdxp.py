@@ -168,9 +168,11 @@ EDXML_BODY = {
 @router.post("/sendEdoc", openapi_extra=EDXML_BODY, response_model_exclude_none=True)
 async def send_edoc(request: Request, call: Signed) -> Envelope:
     """Send a signed edXML package (the body): ``messagetype`` edoc or status. ``DocId`` is
-    its DocumentId, which ``getSentEdocList`` takes."""
+    its DocumentId, which ``getSentEdocList`` takes. The same bytes again (the SDK retries
+    a call that failed on the way) get the first answer and are not sent twice."""
     body = (await request.body()).rstrip(b"\r\n")  # the SDK ends the file with CRLF
-    sent = await submit(call.adapter, call.credential, body, call.kind())
+    once = "vdxp-" + hashlib.sha256(body).hexdigest()
+    sent = await submit(call.adapter, call.credential, body, call.kind(), once)
     return Envelope(**OK, DocId=sent.document_id)
 
 

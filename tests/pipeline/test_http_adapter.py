@@ -252,6 +252,8 @@ async def test_the_same_exchange_through_the_axis_sdk_s_operations(
                 **{"Content-Type": "application/octet-stream"},
             )
             assert sent["DocId"] == document.document_id
+            again = await sender.ok("sendEdoc", body, **{"from": H41, "messagetype": "edoc"})
+            assert again == sent  # a retried call: the first answer, nothing sent twice
 
             listed: list[dict[str, Any]] = []
 
