@@ -27,19 +27,21 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.datastructures import UploadFile  # what a parsed form holds
 
 from backbone import edxml
 from backbone.broker import topology
 from backbone.client import AsyncGateway, SendError
 from backbone.config import Settings
+from backbone.edxml.factory import File
 from backbone.errors import BrokerError, PackageError
 from backbone.logs import get_logger
 from backbone.registry import Registry
@@ -50,8 +52,9 @@ from backbone.store.repository import directory_changes
 from backbone.store.tracking import feed, timeline
 
 from . import credentials, signing, webhooks
+from .composing import Composed, Signers, StatusRequest
 from .credentials import Credential, Vault
-from .mailbox import Conflict, Mailbox, MailboxFiller
+from .mailbox import Conflict, Mailbox, MailboxFiller, Result
 from .messages import Message
 from .problems import ENVELOPED, RESPONSES, Problem
 
@@ -60,11 +63,41 @@ LOCK_SECONDS = 300.0  # how long a peek locks a message by default
 MOST_LOCK = 3600.0
 MOST_ID = 2**63 - 1  # a mailbox id is a 64-bit integer in every database
 XML = "application/xml"
-# what a send takes: the package's bytes (read as they are, so not a parameter FastAPI reads)
-PACKAGE_BODY = {
+MULTIPART, JSON = "multipart/form-data", "application/json"
+MOST_FILES = 100
+# what a send takes: the package's bytes (read as they are, so not a parameter FastAPI
+# reads) or, when the adapter holds the agency's key, what it builds and signs
+_PACKAGE = {XML: {"schema": {"type": "string", "contentMediaType": XML}}}
+DOCUMENT_BODY = {
     "requestBody": {
         "required": True,
-        "content": {XML: {"schema": {"type": "string", "contentMediaType": XML}}},
+        "content": {
+            **_PACKAGE,
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "required": ["metadata"],
+                    "properties": {
+                        "metadata": {
+                            "type": "string",
+                            "contentMediaType": JSON,
+                            "description": "the document to build (JSON: `Composed`)",
+                        },
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "maxItems": MOST_FILES,
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+STATUS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {**_PACKAGE, JSON: {"schema": StatusRequest.model_json_schema()}},
     }
 }
 
@@ -108,9 +141,10 @@ class Metrics:
 class Adapter:
     """The adapter's parts: its store, mailbox, broker connection and filler."""
 
-    def __init__(self, config: AdapterConfig, vault: Vault) -> None:
+    def __init__(self, config: AdapterConfig, vault: Vault, signers: Signers | None = None):
         self.config = config
         self.vault = vault
+        self.signers = signers or Signers({}, config.settings.limits)
         self.store = Store(config.settings.database_url)
         self.webhooks = webhooks.Dispatcher(self.store, vault)
         self.mailbox = Mailbox(self.store, on_calls_owed=self.webhooks.wake)
@@ -305,31 +339,36 @@ def create_app(adapter: Adapter) -> FastAPI:
 
     app.include_router(router)
 
-    @app.post("/v1/documents", status_code=202, tags=["send"], openapi_extra=PACKAGE_BODY)
+    @app.post("/v1/documents", status_code=202, tags=["send"], openapi_extra=DOCUMENT_BODY)
     async def send_document(
         request: Request,
         credential: Caller,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Submitted:
-        """Send a signed edXML document package (the body, `application/xml`), as it is."""
+        """Send a signed edXML document package (the body, `application/xml`), as it is;
+        or, if the adapter holds the sender's key, a `multipart/form-data` of `metadata`
+        (JSON) and `files`, which it builds and signs."""
         return await _send(adapter, request, credential, "edoc", idempotency_key)
 
-    @app.post("/v1/statuses", status_code=202, tags=["send"], openapi_extra=PACKAGE_BODY)
+    @app.post("/v1/statuses", status_code=202, tags=["send"], openapi_extra=STATUS_BODY)
     async def send_status(
         request: Request,
         credential: Caller,
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> Submitted:
-        """Send a signed edXML status package (01 to 06, 02 with its reason)."""
+        """Send a signed edXML status package (01 to 06, 02 with its reason); or, if the
+        adapter holds the reporter's key, `{"message": id, "code": "03"}` (JSON) about a
+        received document, which it builds and signs."""
         return await _send(adapter, request, credential, "status", idempotency_key)
 
-    @app.get("/v1/documents/{document_id}", tags=["statuses"])
+    @app.get("/v1/documents/{document_id:path}", tags=["statuses"])
     async def sent_document(
         document_id: Annotated[str, PathParam(max_length=255)],
         credential: Caller,
         sender: Annotated[str | None, Query(max_length=13)] = None,
     ) -> SentDocument:
-        """A sent document's status per recipient, with each one's history."""
+        """A sent document's status per recipient, with each one's history. The
+        DocumentId as it is, its `/` too (`000.00.00.H41,2026/12/06,7/UBND-VP`)."""
         senders = _agencies(credential, sender)
         async with adapter.store.sessions() as session:
             document = await session.scalar(
@@ -465,20 +504,13 @@ def create_app(adapter: Adapter) -> FastAPI:
         raise Problem(404, "not-found", "the package has no attachment with this content id")
 
     @app.post("/v1/inbox/{message}/ack", tags=["receive"])
-    async def acknowledge(
-        message: MessageId, answer: Acknowledgement, credential: Caller
-    ) -> Message:
-        """Taken (`done`), or not (`fail`, with why); the message leaves the listing."""
-        try:
-            entry = await adapter.mailbox.acknowledge(
-                credential.agencies, message, answer.result, answer.reason
-            )
-        except Conflict as exc:
-            raise Problem(409, "acknowledged", str(exc)) from exc
+    async def ack(message: MessageId, answer: Acknowledgement, credential: Caller) -> Message:
+        """Taken (`done`), or not (`fail`, with why); the message leaves the listing. If
+        the adapter holds the recipient's key, it sends the document's 01 (or its 02 with
+        the reason) first."""
+        entry = await acknowledge(adapter, credential, message, answer.result, answer.reason)
         if entry is None:
             raise _no_message(message)
-        adapter.metrics.acknowledged.labels(answer.result).inc()
-        log.info("acknowledged", message=message, result=answer.result, agency=entry.recipient)
         return entry
 
     @app.post("/v1/webhooks", status_code=201, tags=["webhooks"])
@@ -733,10 +765,114 @@ async def _send(
     kind: str,
     idempotency_key: str | None,
 ) -> Submitted:
+    """A package as it is, or one the adapter builds and signs (a retry with the same
+    Idempotency-Key and body gets the first answer, nothing built again)."""
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
-    if content_type not in (XML, "text/xml"):
-        raise Problem(415, "media-type", f"send the package as {XML}", value=content_type)
-    return await submit(adapter, credential, await request.body(), kind, idempotency_key)
+    body = await request.body()
+    digest = hashlib.sha256(body).hexdigest()
+    if idempotency_key is not None:
+        first = await _first_answer(adapter, credential, idempotency_key, digest)
+        if first is not None:
+            return first
+    if content_type in (XML, "text/xml"):
+        package = body
+    elif kind == "edoc" and content_type == MULTIPART:
+        package = await _composed_document(adapter, request, credential)
+    elif kind == "status" and content_type == JSON:
+        package = await _composed_status(adapter, credential, body)
+    else:
+        built = MULTIPART if kind == "edoc" else JSON
+        raise Problem(415, "media-type", f"send {XML} (or {built})", value=content_type)
+    return await submit(adapter, credential, package, kind, idempotency_key, digest)
+
+
+async def _composed_document(adapter: Adapter, request: Request, credential: Credential) -> bytes:
+    try:
+        form = await request.form(max_files=MOST_FILES, max_fields=MOST_FILES + 1)
+    except HTTPException as exc:
+        raise Problem(400, "multipart-invalid", str(exc.detail)) from exc
+    metadata = form.get("metadata")
+    if not isinstance(metadata, str):
+        raise Problem(
+            422, "metadata-missing", "the metadata part (JSON) is missing", path="metadata"
+        )
+    try:
+        composed = Composed.model_validate_json(metadata)
+    except ValidationError as exc:
+        raise _invalid(exc, "metadata") from exc
+    _agencies(credential, composed.sender)
+    files = [
+        File(
+            name=printable(upload.filename, 255) or "attachment",
+            data=await upload.read(),
+            content_type=_media_type(upload.content_type),
+        )
+        for name, upload in form.multi_items()
+        if name == "files" and isinstance(upload, UploadFile)
+    ]
+    return await adapter.signers.document(composed, files)
+
+
+async def _composed_status(adapter: Adapter, credential: Credential, body: bytes) -> bytes:
+    try:
+        wanted = StatusRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise _invalid(exc, "body") from exc
+    entry = await adapter.mailbox.get(credential.agencies, wanted.message)
+    received = await adapter.mailbox.body(credential.agencies, wanted.message)
+    if entry is None or received is None:
+        raise _no_message(wanted.message)
+    if entry.kind != "edoc":
+        raise Problem(
+            422, "not-a-document", "a status is about a received document", path="message"
+        )
+    return await adapter.signers.status(entry.recipient, received, wanted.code, wanted.description)
+
+
+async def acknowledge(
+    adapter: Adapter, credential: Credential, message: int, result: Result, reason: str | None
+) -> Message | None:
+    """A received message taken (``done``) or not (``fail``); first its document's 01 or
+    02 when the adapter holds the recipient's key (its id derived from the message and the
+    code, so a retried acknowledgement sends the same submission). None: no such message."""
+    entry = await adapter.mailbox.get(credential.agencies, message)
+    if entry is None:
+        return None
+    if (
+        entry.acknowledged_at is None
+        and entry.kind == "edoc"
+        and adapter.signers.holds(entry.recipient)
+    ):
+        received = await adapter.mailbox.body(credential.agencies, message) or b""
+        code = "01" if result == "done" else "02"
+        status = await adapter.signers.status(
+            entry.recipient,
+            received,
+            code,
+            (reason or "refused by its system") if code == "02" else None,
+        )
+        await _submitted(adapter, status, derived_id("ack", str(message), code))
+    try:
+        entry = await adapter.mailbox.acknowledge(credential.agencies, message, result, reason)
+    except Conflict as exc:
+        raise Problem(409, "acknowledged", str(exc)) from exc
+    if entry is not None:
+        adapter.metrics.acknowledged.labels(result).inc()
+        log.info("acknowledged", message=message, result=result, agency=entry.recipient)
+    return entry
+
+
+async def _submitted(adapter: Adapter, package: bytes, message_id: str) -> None:
+    try:
+        await adapter.gateway.send(package, message_id=message_id)
+    except (SendError, BrokerError) as exc:
+        raise Problem(503, "broker", f"the broker did not take the package: {exc}") from exc
+
+
+def _invalid(exc: ValidationError, part: str) -> Problem:
+    first: dict[str, Any] = dict(exc.errors()[0]) if exc.errors() else {}
+    where = ".".join(str(p) for p in (part, *first.get("loc", ())))
+    return Problem(422, "request-invalid", str(first.get("msg", "not valid")), path=where)
 
 
 async def submit(
@@ -745,10 +881,13 @@ async def submit(
     body: bytes,
     kind: str,
     idempotency_key: str | None = None,
+    request_digest: str | None = None,
 ) -> Submitted:
     """Send a package for the credential's agency once the broker confirms it (refused as
-    a :class:`Problem`: not edXML, the wrong kind, another agency's)."""
-    digest = hashlib.sha256(body).hexdigest()
+    a :class:`Problem`: not edXML, the wrong kind, another agency's). An Idempotency-Key
+    keeps the answer for the request whose body has ``request_digest`` (the package's
+    own, if not given)."""
+    digest = request_digest or hashlib.sha256(body).hexdigest()
     if idempotency_key is not None:
         first = await _first_answer(adapter, credential, idempotency_key, digest)
         if first is not None:
@@ -773,10 +912,7 @@ async def submit(
         if idempotency_key is not None
         else uuid.uuid4().hex
     )
-    try:
-        await adapter.gateway.send(body, message_id=message_id)
-    except (SendError, BrokerError) as exc:
-        raise Problem(503, "broker", f"the broker did not take the package: {exc}") from exc
+    await _submitted(adapter, body, message_id)
     adapter.metrics.sent.labels(kind).inc()
     answer = Submitted(
         kind=package.kind,

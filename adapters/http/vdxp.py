@@ -33,10 +33,10 @@ from backbone.store.repository import directory_changes, list_agencies
 from backbone.store.tracking import timeline
 
 from . import credentials
-from .app import MOST_ID, Adapter, bounded_body, hubs, submit
+from .app import MOST_ID, Adapter, acknowledge, bounded_body, hubs, submit
 from .credentials import Credential
-from .mailbox import Conflict, Result
-from .messages import Message, aware
+from .mailbox import Result
+from .messages import aware
 from .problems import ENVELOPED, TITLES, Problem
 from .signing import is_key_id
 
@@ -278,7 +278,8 @@ async def download_edoc(call: Signed) -> Response:
 @router.post("/updateStatus", response_model_exclude_none=True)
 async def update_status(call: Signed) -> Envelope:
     """The transport acknowledgement of a received message: ``done`` or ``fail`` take it
-    out of the list (as ``/v1``'s ack); ``processing`` changes nothing."""
+    out of the list, as ``/v1``'s ack does (with its 01 or 02 when the adapter holds the
+    key); ``processing`` changes nothing."""
     result = (call.field("status") or "").lower()
     if result not in RESULTS:
         raise Problem(
@@ -289,26 +290,15 @@ async def update_status(call: Signed) -> Envelope:
             value=printable(result, 20),
         )
     message = call.message()
-    agencies = call.credential.agencies
     if result == "processing":
-        found = await call.adapter.mailbox.get(agencies, message)
+        found = await call.adapter.mailbox.get(call.credential.agencies, message)
     else:
         reason = call.field("status_desc", "description") or None
-        found = await _acknowledged(call, message, "done" if result == "done" else "fail", reason)
+        outcome: Result = "done" if result == "done" else "fail"
+        found = await acknowledge(call.adapter, call.credential, message, outcome, reason)
     if found is None:
         raise Problem(404, "not-found", "no message of yours has this docId", path="docId")
     return Envelope(**OK)
-
-
-async def _acknowledged(
-    call: Call, message: int, result: Result, reason: str | None
-) -> Message | None:
-    try:
-        return await call.adapter.mailbox.acknowledge(
-            call.credential.agencies, message, result, reason
-        )
-    except Conflict as exc:
-        raise Problem(409, "acknowledged", str(exc), path="status") from exc
 
 
 @router.post("/countReceiveEdoc", response_model_exclude_none=True)

@@ -23,7 +23,7 @@ from ..logs import configure
 from ..registry import gateway_name
 from ..store import Store
 from . import app
-from ._common import database_failure, fail, password_from
+from ._common import certificate_agency, database_failure, fail, load_signer, password_from
 
 adapter_app = typer.Typer(
     help="Adapters for document-management systems that cannot speak AMQP.",
@@ -62,13 +62,23 @@ def http(
     tls_key: Annotated[
         Path | None, typer.Option(help="TLS: the server's private key (PEM).")
     ] = None,
+    signer: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="KEY:CERT",
+            help="An agency's private key and certificate (PEM files, the agency the one "
+            "its certificate names): the adapter builds and signs documents and statuses "
+            "for it, and sends its 01 or 02 when its system acknowledges. Repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the HTTP API (`/v1`, `/health`, `/metrics`) for the agencies the gateway
-    serves, filling the adapter's mailbox from the gateway's queue. Runs until SIGTERM or
-    Ctrl-C; what it holds unacknowledged comes back to it on the next start."""
+    """Serve the HTTP API (`/v1`, `/vdxp`, `/health`, `/metrics`) for the agencies the
+    gateway serves, filling the adapter's mailbox from the gateway's queue. Runs until
+    SIGTERM or Ctrl-C; what it holds unacknowledged comes back to it on the next start."""
     import uvicorn
 
     from adapters.http.app import Adapter, AdapterConfig, create_app, serve
+    from adapters.http.composing import Signers
     from adapters.http.credentials import CredentialError, Vault
 
     gateway_name(gateway)
@@ -95,7 +105,7 @@ def http(
         amqp_url=vhost_url(settings.amqp_url, settings.vhost, gateway, password),
         lock_seconds=lock,
     )
-    adapter = Adapter(config, vault)
+    adapter = Adapter(config, vault, Signers(_signers(signer or []), settings.limits))
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(adapter),
@@ -224,3 +234,20 @@ def rotate(key_id: Annotated[str, typer.Argument(help="The credential's key id."
     secret = _credentials(work)
     typer.echo(f"key id: {key_id}")
     typer.echo(f"secret: {secret}")
+
+
+def _signers(pairs: list[str]) -> dict[str, Any]:
+    """Each ``KEY:CERT`` loaded, by the agency its certificate names."""
+    held: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, cert = pair.partition(":")
+        if not sep or not key or not cert:
+            raise fail(f"--signer {pair}: give KEY:CERT (two PEM files)")
+        private, chain = load_signer(Path(key), Path(cert))
+        agency = certificate_agency(chain[0])
+        if agency is None:
+            raise fail(f"--signer {pair}: the certificate names no agency (no UID)")
+        if agency in held:
+            raise fail(f"--signer {pair}: a second key for {agency}")
+        held[agency] = (private, chain)
+    return held

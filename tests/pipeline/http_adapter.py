@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -24,6 +24,7 @@ from adapters.http.credentials import Vault
 from adapters.http.signing import HmacAuth
 from backbone.store import Store
 
+from ..conftest import Signer
 from .conftest import PASSWORD, Pipeline
 
 GATEWAY = "dms-http"
@@ -99,9 +100,10 @@ async def start_adapter(
     vault_key: str | None = None,
     port: int | None = None,
     tls: tuple[Path, Path] | None = None,
+    signers: Sequence[Signer] = (),
 ) -> Adapter:
-    """Start it on a free port (with ``tls``, a certificate and key: over HTTPS) and wait
-    until /health says it is consuming."""
+    """Start it on a free port (with ``tls``, a certificate and key: over HTTPS; holding
+    the keys of ``signers``) and wait until /health says it is consuming."""
     vault_key = vault_key or Vault.new_key()
     port = port or free_port()
     with log.open("ab") as out:
@@ -110,6 +112,7 @@ async def start_adapter(
                 *(sys.executable, "-m", "backbone", "adapter", "http", "--gateway", GATEWAY),
                 *("--port", str(port), "--lock", "30"),
                 *(("--tls-cert", str(tls[0]), "--tls-key", str(tls[1])) if tls else ()),
+                *(a for s in signers for a in ("--signer", f"{s.key_path}:{s.cert_path}")),
             ],
             env=environment(pipeline, vault_key),
             stdout=out,
@@ -136,8 +139,10 @@ async def start_adapter(
 
 
 @contextlib.asynccontextmanager
-async def running_adapter(pipeline: Pipeline, log: Path) -> AsyncIterator[Adapter]:
-    adapter = await start_adapter(pipeline, log)
+async def running_adapter(
+    pipeline: Pipeline, log: Path, signers: Sequence[Signer] = ()
+) -> AsyncIterator[Adapter]:
+    adapter = await start_adapter(pipeline, log, signers=signers)
     try:
         yield adapter
     finally:

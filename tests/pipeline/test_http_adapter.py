@@ -342,6 +342,102 @@ async def test_the_same_exchange_through_the_axis_sdk_s_operations(
             )
 
 
+async def test_the_adapter_builds_and_signs_for_the_agencies_whose_keys_it_holds(
+    pipeline: Pipeline, signers: dict[str, Signer], h14: Signer, tmp_path: Path
+) -> None:
+    """Metadata and files in, a signed document out; statuses from JSON; the 01 (or the
+    02 with its reason) sent when the recipient's system acknowledges."""
+    await _behind_the_adapter(pipeline)
+    held = [signers["H41"], h14]
+    async with running_adapter(pipeline, tmp_path / "adapter.log", held) as adapter:
+        sender_auth, recipient_auth = await adapter.credential(H41), await adapter.credential(H14)
+        g22_auth = await adapter.credential(SENDER)  # its key is not held
+        async with (
+            adapter.client(sender_auth) as sender,
+            adapter.client(recipient_auth) as dms,
+            adapter.client(g22_auth) as g22,
+        ):
+            scan = b"%PDF-1.7 " + bytes(range(256)) * 40
+
+            def composed(subject: str, sender_code: str = H41) -> httpx.Request:
+                metadata = {
+                    "sender": sender_code,
+                    "recipients": [H14],
+                    "subject": subject,
+                    "number": str(uuid.uuid4().int % 10_000),
+                    "notation": "UBND-VP",
+                }
+                return sender.build_request(
+                    "POST",
+                    "/v1/documents",
+                    data={"metadata": json.dumps(metadata, ensure_ascii=False)},
+                    files=[
+                        ("files", ("Tờ trình.pdf", scan, "application/pdf")),
+                        ("files", ("../../phụ lục.txt", "Phụ lục".encode(), "text/plain")),
+                    ],
+                    headers={"idempotency-key": hashlib.sha256(subject.encode()).hexdigest()},
+                )
+
+            first = composed("Về việc cấp phép")
+            sent = await sender.send(first)
+            assert sent.status_code == 202, sent.text
+            again = await sender.send(first)  # the same request retried
+            assert again.json() == sent.json()
+            refused = await g22.send(composed("Không ký được", SENDER))
+            assert (refused.status_code, refused.json()["code"]) == (422, "no-signing-key")
+            theirs = await dms.send(composed("Không phải của bạn"))
+            assert (theirs.status_code, theirs.json()["code"]) == (403, "not-your-agency")
+
+            message = (await _peeked(dms, "edoc"))["message"]
+            package = edxml.parse((await dms.get(f"/v1/inbox/{message['id']}/package")).content)
+            assert isinstance(package, edxml.DocumentPackage)
+            assert (package.sender, package.header.subject) == (H41, "Về việc cấp phép")
+            assert [(a.attachment_name, a.data) for a in package.attachments] == [
+                ("Tờ trình.pdf", scan),
+                ("../../phụ lục.txt", "Phụ lục".encode()),  # a name, never a path here
+            ]
+            acked = await dms.post(f"/v1/inbox/{message['id']}/ack", json={"result": "done"})
+            assert acked.status_code == 200, acked.text
+            for code in ("03", "06"):
+                answer = await dms.post(
+                    "/v1/statuses", json={"message": message["id"], "code": code}
+                )
+                assert answer.status_code == 202, answer.text
+                assert answer.json()["status_code"] == code
+
+            second = await sender.send(composed("Bản thứ hai"))
+            assert second.status_code == 202, second.text
+            other = (await _peeked(dms, "edoc"))["message"]
+            failed = await dms.post(
+                f"/v1/inbox/{other['id']}/ack",
+                json={"result": "fail", "reason": "tệp đính kèm không mở được"},
+            )
+            assert failed.status_code == 200, failed.text
+
+            codes: dict[str, list[str | None]] = {}
+
+            async def recorded() -> bool:
+                for name, answer in [
+                    ("first", sent),
+                    ("second", second),
+                ]:
+                    tracked = await sender.get(f"/v1/documents/{answer.json()['document_id']}")
+                    if tracked.status_code != 200:
+                        return False
+                    (recipient,) = tracked.json()["recipients"]
+                    codes[name] = [
+                        e["status_code"] for e in recipient["history"] if e["kind"] == "status"
+                    ]
+                    if name == "second" and codes[name]:
+                        codes["reason"] = [recipient["history"][-1]["description"]]
+                return sorted(codes.get("first") or []) == ["01", "03", "06"] and codes.get(
+                    "second"
+                ) == ["02"]
+
+            await wait_for(recorded, 60)
+            assert "tệp đính kèm không mở được" in (codes["reason"][0] or "")
+
+
 async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
     pipeline: Pipeline, signers: dict[str, Signer], h14: Signer, tmp_path: Path
 ) -> None:

@@ -18,9 +18,16 @@ def test_the_checked_in_openapi_document_is_the_applications() -> None:
 
 
 def test_every_operation_documents_its_problems() -> None:
+    """As problem details on /v1, in the axis's envelope on /vdxp."""
     document = openapi_document()
+    envelope = "#/components/schemas/Envelope"
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             answers = operation["responses"]
             assert {"401", "403", "404", "422"} <= set(answers), (method, path)
-            assert "application/problem+json" in answers["401"]["content"], (method, path)
+            refused = answers["401"]["content"]
+            if path.startswith("/vdxp/"):
+                assert refused["application/json"]["schema"]["$ref"] == envelope, path
+                assert "application/problem+json" not in refused, (method, path)
+            else:
+                assert "application/problem+json" in refused, (method, path)
