@@ -324,8 +324,13 @@ async def test_the_same_exchange_through_the_axis_sdk_s_operations(
 
             # refusals, in the envelope: another's message, an unsigned field, a bad
             # signature, the directory's writes
-            theirs = await sender.call("getEdoc", docId=item["docId"])
-            assert (theirs.status_code, theirs.json()["ErrorCode"]) == (404, "not-found")
+            for operation, method, fields in [
+                ("getEdoc", "POST", {}),
+                ("downloadEdoc", "GET", {}),
+                ("updateStatus", "POST", {"status": "fail"}),
+            ]:
+                theirs = await sender.call(operation, None, method, docId=item["docId"], **fields)
+                assert (theirs.status_code, theirs.json()["ErrorCode"]) == (404, "not-found")
             headers = vdxp.sign_headers(recipient_auth.key_id, recipient_auth.secret.decode(), {})
             unsigned = await plain.post(
                 "/vdxp/getEdoc", headers={**headers, "XroadVnpt-docId": str(item["docId"])}
@@ -478,10 +483,17 @@ async def test_a_credential_reaches_only_its_own_agencies_on_every_endpoint(
                 (of_h41, "GET", f"/v1/inbox/{theirs}/package", (), None): 404,
                 (of_h41, "GET", f"/v1/inbox/{theirs}/attachments/{content_id}", (), None): 404,
                 (of_h41, "POST", f"/v1/inbox/{theirs}/ack", (), b'{"result": "done"}'): 404,
+                (
+                    of_h41,
+                    "POST",
+                    "/v1/statuses",
+                    (),
+                    json.dumps({"message": theirs, "code": "03"}).encode(),
+                ): 404,
             }
             for (client, method, path, params, content), expected in refused.items():
                 headers = XML if path.endswith(("documents", "statuses")) else {}
-                if path.endswith("/ack"):
+                if path.endswith("/ack") or (content or b"").startswith(b"{"):
                     headers = {"content-type": "application/json"}
                 answer = await client.request(
                     method, path, params=params, content=content, headers=headers
