@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
@@ -47,7 +47,7 @@ from backbone.logs import get_logger
 from backbone.registry import Registry
 from backbone.safe import derived_id, printable
 from backbone.store import Store
-from backbone.store.models import Document, IdempotentAnswer
+from backbone.store.models import Document, EventRecord, IdempotentAnswer
 from backbone.store.repository import directory_changes
 from backbone.store.tracking import feed, timeline
 
@@ -225,6 +225,22 @@ class TimelineEvent(BaseModel):
     occurred_at: datetime | None
     recorded_at: datetime
 
+    @classmethod
+    def of(cls, event: EventRecord) -> Self:
+        return cls.model_validate(
+            {
+                "id": event.id,
+                "backbone_id": event.document_pk,
+                "document_id": event.edxml_document_id,
+                "recipient": event.recipient,
+                "kind": event.kind,
+                "status_code": event.status_code,
+                "description": event.description,
+                "occurred_at": event.occurred_at,
+                "recorded_at": event.recorded_at,
+            }
+        )
+
 
 class RecipientStatus(BaseModel):
     recipient: str
@@ -242,16 +258,11 @@ class SentDocument(BaseModel):
     recipients: list[RecipientStatus]
 
 
-class FeedEvent(BaseModel):
+class FeedEvent(TimelineEvent):
     id: int = Field(description="the cursor: read on with `after=` this id")
     backbone_id: str | None
     document_id: str | None
     recipient: str | None = Field(description="whom the event is about (a status: its reporter)")
-    kind: str = Field(description="accepted, delivered, status, anomaly, rejected, ...")
-    status_code: str | None
-    description: str | None
-    occurred_at: datetime | None
-    recorded_at: datetime
 
 
 class Feed(BaseModel):
@@ -391,17 +402,7 @@ def create_app(adapter: Adapter) -> FastAPI:
                     recipient=d.recipient,
                     transport=d.transport_state,
                     status_code=d.status_code,
-                    history=[
-                        TimelineEvent(
-                            kind=e.kind,
-                            status_code=e.status_code,
-                            description=e.description,
-                            occurred_at=e.occurred_at,
-                            recorded_at=e.recorded_at,
-                        )
-                        for e in events
-                        if e.recipient == d.recipient
-                    ],
+                    history=[TimelineEvent.of(e) for e in events if e.recipient == d.recipient],
                 )
                 for d in deliveries
             ],
@@ -567,20 +568,7 @@ def create_app(adapter: Adapter) -> FastAPI:
         `after=next`. Nothing needs acknowledging: the cursor is yours to keep."""
         async with adapter.store.sessions() as session:
             events = await feed(session, _agencies(credential, agency), after, limit)
-        items = [
-            FeedEvent(
-                id=e.id,
-                backbone_id=e.document_pk,
-                document_id=e.edxml_document_id,
-                recipient=e.recipient,
-                kind=e.kind,
-                status_code=e.status_code,
-                description=e.description,
-                occurred_at=e.occurred_at,
-                recorded_at=e.recorded_at,
-            )
-            for e in events
-        ]
+        items = [FeedEvent.of(e) for e in events]
         return Feed(items=items, next=items[-1].id if len(items) == limit else None)
 
     @app.get("/v1/directory/agencies", tags=["directory"])

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from backbone.safe import printable
-from backbone.store.models import Document
+from backbone.store.models import Agency, Document
 from backbone.store.repository import directory_changes, list_agencies
 from backbone.store.tracking import timeline
 
@@ -325,17 +325,7 @@ async def agencies_list(call: Signed) -> Envelope:
         agencies = await list_agencies(session)
     return Envelope(
         **OK,
-        data=[
-            {
-                "id": a.code,
-                "code": a.code,
-                "name": a.name,
-                "pid": a.parent_code or "",
-                "mail": "",
-                "oldCode": "",
-            }
-            for a in agencies
-        ],
+        data=[_unit(a) | {"oldCode": ""} for a in agencies],
     )
 
 
@@ -352,12 +342,8 @@ async def synchronize_unit(call: Signed) -> Envelope:
     return Envelope(
         **OK,
         data=[
-            {
-                "id": a.code,
-                "code": a.code,
-                "name": a.name,
-                "pid": a.parent_code or "",
-                "mail": "",
+            _unit(a)
+            | {
                 "centerCode": served.get(a.code, ""),
                 "modifyDate": _time(a.updated_at),
                 "version": a.version,
@@ -378,6 +364,17 @@ async def directory_write(_: Signed) -> Envelope:
         "directory-read-only",
         "the backbone's operators keep the directory (backbone agency add|remove)",
     )
+
+
+def _unit(agency: Agency) -> dict[str, Any]:
+    """What the SDK reads of every unit (``id`` is the code: the registry has no other)."""
+    return {
+        "id": agency.code,
+        "code": agency.code,
+        "name": agency.name,
+        "pid": agency.parent_code or "",
+        "mail": "",
+    }
 
 
 def _time(moment: datetime | None) -> str:
