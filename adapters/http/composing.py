@@ -59,6 +59,9 @@ class Signers:
     ) -> None:
         self.held, self.limits = dict(held), limits
 
+    def __bool__(self) -> bool:
+        return bool(self.held)
+
     def holds(self, agency: str) -> bool:
         return agency in self.held
 

@@ -75,6 +75,16 @@ class Agency(Base):
     )
 
 
+class DirectoryVersion(Base):
+    """The directory's change counter, one row: a writer takes its numbers by updating it,
+    so concurrent writers wait for each other and numbers follow the order of commits."""
+
+    __tablename__ = "directory_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(Integer)
+
+
 class Principal(Base):
     """A broker user: an agency's own system, or a provincial gateway serving a pattern."""
 

@@ -20,6 +20,7 @@ from .models import (
     AccessChange,
     Agency,
     Certificate,
+    DirectoryVersion,
     Document,
     EventRecord,
     Principal,
@@ -165,7 +166,6 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
     """
     existing = await existing_agencies(session, (str(r.code) for r in rows))
     now = datetime.now(UTC)
-    version = await _last_version(session)
     added: list[dict[str, object]] = []
     changed: list[dict[str, object]] = []
     for row in rows:
@@ -182,7 +182,6 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
                     "active": True,
                     "created_at": now,
                     "updated_at": now,
-                    "version": (version := version + 1),
                 }
             )
         elif (current.name, current.parent_code, current.active) != (row.name, parent, True):
@@ -193,9 +192,12 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
                     "parent_code": parent,
                     "active": True,
                     "updated_at": now,
-                    "version": (version := version + 1),
                 }
             )
+    if added or changed:
+        first = await _take_versions(session, len(added) + len(changed))
+        for number, values in enumerate([*added, *changed], start=first):
+            values["version"] = number
     if added:
         await session.execute(insert(Agency), added)
     for values in changed:
@@ -204,23 +206,39 @@ async def upsert_agencies(session: AsyncSession, rows: Sequence[AgencyRow]) -> t
 
 
 async def set_agency_active(session: AsyncSession, code: str, active: bool) -> bool:
+    if await session.scalar(select(Agency.code).where(Agency.code == code)) is None:
+        return False
     result = await session.execute(
         update(Agency)
         .where(Agency.code == code)
         .values(
             active=active,
             updated_at=datetime.now(UTC),
-            version=await _last_version(session) + 1,
+            version=await _take_versions(session, 1),
         )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def _last_version(session: AsyncSession) -> int:
-    """The directory's highest change number. Two writers that read the same one collide
-    on the unique version and one of them fails whole: no change shares a number, so none
-    is skipped by a system that synced up to it."""
-    return int(await session.scalar(select(func.coalesce(func.max(Agency.version), 0))) or 0)
+async def _take_versions(session: AsyncSession, count: int) -> int:
+    """The first of ``count`` new change numbers of the directory. The counter's row stays
+    locked until the commit, so a writer that comes after takes numbers after these: a
+    system that synced up to a number never misses a change committed later below it."""
+    last = await session.scalar(
+        update(DirectoryVersion)
+        .where(DirectoryVersion.id == 1)
+        .values(value=DirectoryVersion.value + count)
+        .returning(DirectoryVersion.value)
+    )
+    assert last is not None, "the directory's counter row (migration 0006) is missing"
+    return int(last) - count + 1
+
+
+async def last_version(session: AsyncSession) -> int:
+    """The directory's last change number."""
+    return int(
+        await session.scalar(select(DirectoryVersion.value).where(DirectoryVersion.id == 1)) or 0
+    )
 
 
 async def directory_changes(session: AsyncSession, since: int, limit: int) -> list[Agency]:

@@ -23,6 +23,7 @@ from backbone.store.models import Base, Document
 
 from ..conftest import make_document
 from ..databases import migrated, postgres_unreachable
+from .conftest import unique_code
 
 pytestmark = pytest.mark.integration
 
@@ -102,31 +103,67 @@ def test_the_directory_s_existing_agencies_are_numbered_in_the_order_they_change
             )
         command.upgrade(config, "head")
         numbered = asyncio.run(run(url, "SELECT code, version FROM agencies ORDER BY version"))
+        counter = asyncio.run(run(url, "SELECT value FROM directory_version"))
     assert numbered == [("000.00.01.H41", 1), ("000.00.00.H41", 2), ("000.00.00.G22", 3)]
+    assert counter == [(3,)]  # the next change is 4
 
 
 async def test_every_change_to_the_directory_takes_the_next_version(store: Store) -> None:
-    h41, district = AgencyCode.parse("000.00.00.H41"), AgencyCode.parse("000.00.01.H41")
+    """(Other tests write to the same database meanwhile: only these two are looked at.)"""
+    parent, child = AgencyCode.parse(unique_code()), AgencyCode.parse(unique_code())
+    ours = {str(parent), str(child)}
+
+    async def changes(since: int) -> list[tuple[str, int, bool]]:
+        async with store.sessions() as session:
+            found = await repo.directory_changes(session, since, 100_000)
+        return [(a.code, a.version, a.active) for a in found if a.code in ours]
+
     async with store.transaction() as session:
+        base = await repo.last_version(session)
         await repo.upsert_agencies(
-            session, [repo.AgencyRow(h41, "Hà Nội", None), repo.AgencyRow(district, "Ba Đình", h41)]
+            session, [repo.AgencyRow(parent, "Sở A", None), repo.AgencyRow(child, "Phòng B", None)]
         )
+    (p, v1, _), (c, v2, _) = await changes(base)
+    assert (p, c) == (str(parent), str(child)) and base < v1 < v2
     async with store.transaction() as session:
-        assert [(a.code, a.version) for a in await repo.directory_changes(session, 0, 10)] == [
-            ("000.00.00.H41", 1),
-            ("000.00.01.H41", 2),
-        ]
-        await repo.upsert_agencies(session, [repo.AgencyRow(h41, "Hà Nội", None)])  # unchanged
-        await repo.set_agency_active(session, "000.00.01.H41", False)
-        await repo.upsert_agencies(session, [repo.AgencyRow(h41, "TP Hà Nội", None)])
+        await repo.upsert_agencies(session, [repo.AgencyRow(parent, "Sở A", None)])  # unchanged
+        await repo.set_agency_active(session, str(child), False)
+        await repo.upsert_agencies(session, [repo.AgencyRow(parent, "Sở A mới", None)])
+    (c, v3, c_active), (p, v4, p_active) = await changes(v2)
+    assert (c, c_active, p, p_active) == (str(child), False, str(parent), True)
+    assert v2 < v3 < v4
+    assert await changes(v4) == []
     async with store.sessions() as session:
-        changes = await repo.directory_changes(session, 1, 10)
-        assert [(a.code, a.version, a.active) for a in changes] == [
-            ("000.00.01.H41", 3, False),
-            ("000.00.00.H41", 4, True),
-        ]
-        assert await repo.directory_changes(session, 4, 10) == []
-        assert len(await repo.directory_changes(session, 0, 1)) == 1
+        assert len(await repo.directory_changes(session, base, 1)) == 1
+
+
+async def test_writers_at_the_same_time_take_numbers_in_the_order_they_commit(
+    database_url: str,
+) -> None:
+    """The first writer holds its transaction open after taking its number; the second
+    waits for it instead of taking the same number (or one below a commit already seen)."""
+    first, second = Store(database_url), Store(database_url)
+    codes = [AgencyCode.parse(unique_code()), AgencyCode.parse(unique_code())]
+    committed: list[str] = []
+
+    async def write(store: Store, code: AgencyCode, hold: float) -> None:
+        async with store.transaction() as session:
+            await repo.upsert_agencies(session, [repo.AgencyRow(code, "Sở", None)])
+            await asyncio.sleep(hold)
+        committed.append(str(code))
+
+    try:
+        holding = asyncio.create_task(write(first, codes[0], 0.5))
+        await asyncio.sleep(0.1)  # it has taken its number and holds it
+        await write(second, codes[1], 0)
+        await holding
+        async with first.sessions() as session:
+            found = await repo.existing_agencies(session, [str(c) for c in codes])
+    finally:
+        await first.close()
+        await second.close()
+    assert committed == [str(codes[0]), str(codes[1])]
+    assert found[str(codes[0])].version < found[str(codes[1])].version
 
 
 async def _record(store: Store, sender: str, document_id: str, sha: str) -> repo.AcceptanceRecord:

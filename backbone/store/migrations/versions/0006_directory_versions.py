@@ -1,5 +1,5 @@
-"""the directory's change numbers (agencies.version, for incremental sync) and an index
-for a sender's feed of events
+"""the directory's change numbers (agencies.version, for incremental sync, taken from the
+directory_version counter) and an index for a sender's feed of events
 
 Revision ID: 0006
 Revises: 0005
@@ -34,8 +34,16 @@ def upgrade() -> None:
             agencies.c.updated_at, agencies.c.level, agencies.c.code
         )
     ).scalars()
-    for number, code in enumerate(list(codes), start=1):
+    numbered = list(codes)
+    for number, code in enumerate(numbered, start=1):
         connection.execute(agencies.update().where(agencies.c.code == code).values(version=number))
+    counter = op.create_table(
+        "directory_version",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("value", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_directory_version")),
+    )
+    op.bulk_insert(counter, [{"id": 1, "value": len(numbered)}])
     with op.batch_alter_table("agencies", schema=None) as batch_op:
         batch_op.alter_column("version", existing_type=sa.Integer(), nullable=False)
         batch_op.create_unique_constraint(batch_op.f("uq_agencies_version"), ["version"])
@@ -44,6 +52,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("directory_version")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_events_sender_id"))
     with op.batch_alter_table("agencies", schema=None) as batch_op:
