@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -69,25 +68,6 @@ def writable_file(path: Path) -> None:
         raise fail(f"{path}: is a directory, give a file name")
     if not path.parent.is_dir():
         raise fail(f"{path}: the folder {path.parent} does not exist")
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that it survives a crash once this returns: a temporary
-    file beside it, fsync, rename, fsync of the folder."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def database_failure(exc: Exception, url: str) -> typer.Exit:

@@ -40,6 +40,7 @@ from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
 from ..errors import BackboneError, BrokerError, PackageError
+from ..files import write_durably
 from ..safe import printable
 from ..signing.pki import PrivateKey
 from ..store import Store
@@ -55,7 +56,6 @@ from ._common import (
     read_limited,
     warn,
     writable_file,
-    write_durably,
 )
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")

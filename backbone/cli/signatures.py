@@ -11,6 +11,7 @@ from .. import edxml, signing
 from ..agency import AgencyCode, AgencyCodeError
 from ..config import get_settings
 from ..errors import PackageError
+from ..files import write_durably
 from ..safe import printable
 from . import app
 from ._common import (
@@ -20,7 +21,6 @@ from ._common import (
     os_failure,
     read_limited,
     writable_file,
-    write_durably,
 )
 
 _MAX_DAYS = 36500  # a validity X.509 dates can hold (they end in 9999)
