@@ -16,6 +16,7 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from .. import loop
+from ..agency import AgencyCode, AgencyCodeError
 from ..broker.provisioning import vhost_url
 from ..config import get_settings
 from ..errors import BackboneError
@@ -126,6 +127,121 @@ def http(
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, exit_soon)
     loop.run(serve(adapter, server))
+
+
+@adapter_app.command("folder")
+def folder(
+    root: Annotated[
+        Path, typer.Option(help="Where the folders are (created on start): outbox/, inbox/...")
+    ],
+    as_: Annotated[
+        str | None,
+        typer.Option("--as", help="The agency it acts for (its broker user and its inbox)."),
+    ] = None,
+    gateway: Annotated[
+        str | None,
+        typer.Option(help="Or the gateway it acts as, for every agency the gateway serves."),
+    ] = None,
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help=f"A file holding the principal's password (else ${PASSWORD_ENV})."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="The agency's private key, to sign what it sends.")
+    ] = None,
+    cert: Annotated[
+        Path | None, typer.Option(help="Its certificate chain (PEM), with --key.")
+    ] = None,
+    settle: Annotated[
+        float,
+        typer.Option(
+            min=0.2, max=3600, help="Seconds a dropped file must stay unchanged to be taken."
+        ),
+    ] = 2.0,
+    poll: Annotated[
+        bool | None,
+        typer.Option(
+            "--poll/--watch",
+            help="Poll the folders (network shares) or watch them with inotify [poll on a "
+            "network file system, else watch].",
+        ),
+    ] = None,
+) -> None:
+    """Exchange documents through folders: send what a system drops in outbox/, write what
+    arrives into inbox/, statuses into statuses/. Runs until SIGTERM or Ctrl-C; a restart
+    neither sends a file again nor writes a document twice."""
+    from adapters.folder.adapter import FolderAdapter, Layout
+    from adapters.folder.state import State
+    from backbone.broker import topology
+    from backbone.client import AsyncGateway
+
+    if (as_ is None) == (gateway is None):
+        raise fail("give --as CODE (an agency) or --gateway NAME, one of the two")
+    if (key is None) != (cert is None):
+        raise fail("signing needs both --key and --cert")
+    try:
+        principal = gateway_name(gateway) if gateway else str(AgencyCode.parse(as_ or ""))
+    except AgencyCodeError as exc:
+        raise fail(f"--as: {exc}") from None
+    queue = topology.gateway_queue(principal) if gateway else topology.inbox(principal)
+    if password_file is not None:
+        password = password_from(password_file)
+    elif os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    else:
+        raise fail(f"the principal's password: give --password-file or set {PASSWORD_ENV}")
+    private, chain = load_signer(key, cert) if key and cert else (None, [])
+    layout = Layout(root)
+    try:
+        layout.create()
+        state = State(layout.state)
+    except OSError as exc:
+        raise fail(f"{root}: cannot make its folders: {exc.strerror or exc}") from None
+    settings = get_settings()
+    configure(settings.log_format or "json", settings.log_level, again=True)  # a service
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(signum, stop.set)
+        async with AsyncGateway(
+            vhost_url(settings.amqp_url, settings.vhost, principal, password),
+            username=principal,
+            key=private,
+            certificates=chain,
+            auto_arrived=False,  # 01 once the document is written
+            limits=settings.limits,
+        ) as connected:
+            adapter = FolderAdapter(
+                layout,
+                connected,
+                queue,
+                state,
+                settle=settle,
+                poll=network_share(root) if poll is None else poll,
+            )
+            await adapter.run(stop)
+
+    try:
+        loop.run(run())
+    finally:
+        state.close()
+
+
+def network_share(path: Path) -> bool:
+    """Is ``path`` on a network file system, where inotify sees no other client's writes?"""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return False
+    where, kind = Path("/"), ""
+    resolved = path.resolve()
+    for line in mounts:
+        parts = line.split()
+        deeper = len(parts) >= 3 and len(Path(parts[1]).parts) >= len(where.parts)
+        if deeper and resolved.is_relative_to(parts[1]):
+            where, kind = Path(parts[1]), parts[2]
+    return kind in {"nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p"}
 
 
 @adapter_app.command("openapi")
