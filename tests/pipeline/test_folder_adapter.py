@@ -1,0 +1,149 @@
+"""The folder adapter end to end: a real broker, the validator and the tracker, two adapters
+as processes of their own, each serving one agency through its folders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from backbone.store import Store
+from backbone.store.models import Delivery, Document
+
+from ..conftest import RECIPIENTS, SENDER, Signer, make_document
+from .conftest import Pipeline
+from .helpers import wait_for
+from .http_adapter import environment
+
+pytestmark = pytest.mark.pipeline
+H41 = RECIPIENTS[0]
+
+
+@contextlib.asynccontextmanager
+async def folder_adapter(
+    pipeline: Pipeline, agency: str, root: Path, signer: Signer
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``backbone adapter folder --as AGENCY`` on ``root``, stopped (SIGTERM) at the end."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root.parent / f"{agency}.log").open("ab") as log:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "backbone", "adapter", "folder", "--as", agency),
+                *("--root", str(root), "--settle", "1"),
+                *("--key", str(signer.key_path), "--cert", str(signer.cert_path)),
+            ],
+            env=environment(pipeline, ""),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        await wait_for(lambda: _exists(root / "status-sent"), 60)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+async def _exists(path: Path) -> bool:
+    return path.exists()
+
+
+def _documents(inbox: Path) -> dict[str, Path]:
+    """The received documents' folders, by DocumentId."""
+    found = {}
+    for folder in inbox.iterdir():
+        if not folder.name.startswith(".") and (folder / "meta.json").exists():
+            found[json.loads((folder / "meta.json").read_text())["document_id"]] = folder
+    return found
+
+
+def _statuses(folder: Path) -> set[tuple[str, str]]:
+    """(DocumentId, code) of each status written."""
+    return {
+        (facts["document_id"], facts["code"])
+        for facts in (json.loads(p.read_text()) for p in folder.glob("*.json"))
+    }
+
+
+async def test_fifty_dropped_files_arrive_once_and_their_statuses_come_back(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """G22's system drops 50 signed documents (five written slowly, in pieces); H41's
+    adapter writes each with its attachments, its system answers 03 by dropping a JSON;
+    G22's statuses/ then holds the 01 and the 03 of each, as the tracker recorded them."""
+    for agency in (SENDER, H41):
+        await pipeline.add_agency(agency)
+    sent: dict[str, bytes] = {}
+    for number in range(50):
+        document = make_document(
+            recipients=[H41], document_id=f"folder-{uuid.uuid4().hex[:8]}", number=str(number)
+        )
+        sent[document.document_id] = signers["G22"].sign(document)
+    a, b = tmp_path / "g22", tmp_path / "h41"
+    async with (
+        folder_adapter(pipeline, SENDER, a, signers["G22"]),
+        folder_adapter(pipeline, H41, b, signers["H41"]),
+    ):
+        for index, (document_id, body) in enumerate(sent.items()):
+            name = f"{index:02d} {document_id}.edxml"
+            if index % 10 == 0:  # in pieces, under its final name, slower than one settle
+                with (a / "outbox" / name).open("wb") as out:
+                    for start in range(0, len(body), len(body) // 3 + 1):
+                        out.write(body[start : start + len(body) // 3 + 1])
+                        out.flush()
+                        await asyncio.sleep(0.3)
+            else:  # written under a temporary name, then renamed
+                (a / "outbox" / f".{name}.tmp").write_bytes(body)
+                (a / "outbox" / f".{name}.tmp").rename(a / "outbox" / name)
+
+        async def all_received() -> bool:
+            return len(_documents(b / "inbox")) == len(sent)
+
+        await wait_for(all_received, 120)
+        received = _documents(b / "inbox")
+        assert set(received) == set(sent)
+        for document_id, folder in received.items():
+            assert (folder / "package.edxml").read_bytes() == sent[document_id]  # byte for byte
+            meta = json.loads((folder / "meta.json").read_text())
+            (attached,) = meta["attachments"]
+            assert (folder / attached["file"]).read_bytes() == bytes(range(256)) * 20
+            order = {"document": document_id, "to": SENDER, "code": "03", "description": "Xử lý"}
+            (b / "status-out" / f"{document_id}.json").write_text(json.dumps(order))
+
+        async def all_answered() -> bool:
+            wanted = {(d, code) for d in sent for code in ("01", "03")}
+            return wanted <= _statuses(a / "statuses")
+
+        await wait_for(all_answered, 120)
+        assert sorted(p.name for p in (a / "outbox").iterdir()) == []
+        assert len(list((a / "sent").glob("*.edxml"))) == len(sent)
+        assert len(list((a / "sent").glob("*.receipt.json"))) == len(sent)
+        assert list((a / "failed").iterdir()) == []
+        assert len(list((b / "status-sent").iterdir())) == len(sent)
+
+    store = Store(pipeline.settings.database_url)
+    try:
+        async with store.sessions() as session:
+            rows = await session.execute(
+                select(Document.document_id, Delivery.status_code)
+                .join(Delivery, Delivery.document_pk == Document.id)
+                .where(Document.document_id.in_(list(sent)))
+            )
+            recorded = {document_id: code for document_id, code in rows}
+    finally:
+        await store.close()
+    assert recorded == dict.fromkeys(sent, "03")
