@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from backbone.edxml.factory import File
 from backbone.store import Store
 from backbone.store.models import Delivery, Document
 
@@ -28,14 +29,13 @@ pytestmark = pytest.mark.pipeline
 H41 = RECIPIENTS[0]
 
 
-@contextlib.asynccontextmanager
-async def folder_adapter(
+def start_folder_adapter(
     pipeline: Pipeline, agency: str, root: Path, signer: Signer
-) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``backbone adapter folder --as AGENCY`` on ``root``, stopped (SIGTERM) at the end."""
+) -> subprocess.Popen[bytes]:
+    """``backbone adapter folder --as AGENCY`` on ``root``, its log beside it."""
     root.mkdir(parents=True, exist_ok=True)
     with (root.parent / f"{agency}.log").open("ab") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 *(sys.executable, "-m", "backbone", "adapter", "folder", "--as", agency),
                 *("--root", str(root), "--settle", "1"),
@@ -45,17 +45,29 @@ async def folder_adapter(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+@contextlib.asynccontextmanager
+async def folder_adapter(
+    pipeline: Pipeline, agency: str, root: Path, signer: Signer
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """One started, once its folders are there; stopped (SIGTERM) at the end."""
+    process = start_folder_adapter(pipeline, agency, root, signer)
     try:
         await wait_for(lambda: _exists(root / "status-sent"), 60)
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 async def _exists(path: Path) -> bool:
@@ -147,3 +159,112 @@ async def test_fifty_dropped_files_arrive_once_and_their_statuses_come_back(
     finally:
         await store.close()
     assert recorded == dict.fromkeys(sent, "03")
+
+
+HOSTILE = [
+    "../../etc/x",
+    "/abs/path",
+    "CON",
+    "C:\\Windows\\win.ini",
+    "ệ" * 1000 + ".pdf",
+    "same.pdf",
+    "SAME.pdf",
+    "same.pdf",
+    "..",
+]
+
+
+async def test_hostile_attachment_names_land_inside_the_document_s_folder_mapped(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """Whatever the package names its attachments, each lands inside inbox/<document>/
+    under a safe name of its own, and meta.json maps each name to its file. (A NUL cannot
+    be in an XML package at all: tests/unit/test_folder_names.py covers it.)"""
+    for agency in (SENDER, H41):
+        await pipeline.add_agency(agency)
+    files = [File(name, f"tệp {i}".encode()) for i, name in enumerate(HOSTILE)]
+    document = make_document(
+        recipients=[H41], document_id=f"hostile-{uuid.uuid4().hex[:8]}", files=files
+    )
+    a, b = tmp_path / "g22", tmp_path / "h41"
+    async with (
+        folder_adapter(pipeline, SENDER, a, signers["G22"]),
+        folder_adapter(pipeline, H41, b, signers["H41"]),
+    ):
+        (a / "outbox" / "hostile.edxml").write_bytes(signers["G22"].sign(document))
+
+        async def arrived() -> bool:
+            return bool(_documents(b / "inbox"))
+
+        await wait_for(arrived, 60)
+    (folder,) = _documents(b / "inbox").values()
+    meta = json.loads((folder / "meta.json").read_text())
+    mapped = [(a["name"], a["file"]) for a in meta["attachments"]]
+    assert [name for name, _ in mapped] == HOSTILE
+    written = {p.name for p in folder.iterdir()} - {"package.edxml", "meta.json"}
+    assert written == {file for _, file in mapped}  # one file each, none elsewhere
+    assert len({file.casefold() for _, file in mapped}) == len(HOSTILE)
+    for (_, file), given in zip(mapped, files, strict=True):
+        assert (folder / file).read_bytes() == given.data
+        assert (folder / file).resolve().parent == folder.resolve()
+    named = [p for p in tmp_path.rglob("*") if p.name in {"x", "path", "win.ini"}]
+    assert {p.parent for p in named} == {folder}  # inside the document's folder only
+    assert not (b / "etc").exists() and not Path("/abs/path").exists()
+
+
+async def test_both_adapters_killed_mid_batch_then_restarted_deliver_each_file_once(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """500 files dropped at once; the sender's adapter is SIGKILLed once some are sent, the
+    recipient's once some are written; both restart on the same folders. Every document
+    arrives exactly once and every file ends in sent/ (none in failed/, none left)."""
+    for agency in (SENDER, H41):
+        await pipeline.add_agency(agency)
+    a, b = tmp_path / "g22", tmp_path / "h41"
+    bodies = {}
+    for number in range(500):
+        document = make_document(
+            recipients=[H41], document_id=f"kill-{uuid.uuid4().hex[:10]}", number=str(number)
+        )
+        bodies[document.document_id] = signers["G22"].sign(document)
+    sender = start_folder_adapter(pipeline, SENDER, a, signers["G22"])
+    recipient = start_folder_adapter(pipeline, H41, b, signers["H41"])
+    try:
+        await wait_for(lambda: _exists(a / "outbox"), 60)
+        for index, body in enumerate(bodies.values()):
+            (a / "outbox" / f".{index:03d}.tmp").write_bytes(body)
+            (a / "outbox" / f".{index:03d}.tmp").rename(a / "outbox" / f"{index:03d}.edxml")
+
+        async def some_sent() -> bool:
+            return len(list((a / "sent").glob("*.receipt.json"))) >= 50
+
+        await wait_for(some_sent, 120)
+        sender.kill()
+        sender.wait()
+
+        async def some_written() -> bool:
+            return len(_documents(b / "inbox")) >= 30
+
+        await wait_for(some_written, 120)
+        recipient.kill()
+        recipient.wait()
+        left = len(list((a / "outbox").glob("*.edxml")))
+        assert left > 0, "the sender was killed with files still to send"
+
+        sender = start_folder_adapter(pipeline, SENDER, a, signers["G22"])
+        recipient = start_folder_adapter(pipeline, H41, b, signers["H41"])
+
+        async def all_received() -> bool:
+            return len(_documents(b / "inbox")) >= len(bodies) and not any((a / "outbox").iterdir())
+
+        await wait_for(all_received, 240)
+    finally:
+        _stop(sender)
+        _stop(recipient)
+    folders = [f for f in (b / "inbox").iterdir() if not f.name.startswith(".")]
+    assert len(folders) == len(bodies)  # none twice
+    assert set(_documents(b / "inbox")) == set(bodies)
+    for document_id, folder in _documents(b / "inbox").items():
+        assert (folder / "package.edxml").read_bytes() == bodies[document_id]
+    assert len(list((a / "sent").glob("*.edxml"))) == len(bodies)
+    assert list((a / "failed").iterdir()) == []
