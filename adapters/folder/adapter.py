@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import watchfiles
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 
 from backbone import edxml
@@ -49,6 +51,7 @@ from .names import document_folder, safe_name
 from .state import State
 
 log = get_logger("backbone.adapter.folder")
+logging.getLogger("watchfiles").setLevel(logging.WARNING)  # each change is no news
 FOLDERS = ("outbox", "sent", "failed", "rejected", "inbox", "statuses", "status-out", "status-sent")
 TEMPORARY = (".tmp", ".part", ".partial", ".crdownload")
 WRITE_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # a folder that cannot be written
@@ -80,6 +83,30 @@ class Layout:
             self[name].mkdir(parents=True, exist_ok=True)
 
 
+class Metrics:
+    """The adapter's metrics (served by ``--metrics-port``)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.files = Counter(
+            "backbone_adapter_folder_files",
+            "Dropped files taken, by folder (outbox, status-out) and outcome (sent, failed)",
+            ["folder", "outcome"],
+            registry=self.registry,
+        )
+        self.received = Counter(
+            "backbone_adapter_folder_received",
+            "Deliveries written, by kind (edoc, status)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.write_failures = Counter(
+            "backbone_adapter_folder_write_failures",
+            "Writes of what arrived that failed and were tried again",
+            registry=self.registry,
+        )
+
+
 @dataclass
 class _Seen:
     """A file's size and time when first seen so, and since when (the stability rule)."""
@@ -100,6 +127,7 @@ class FolderAdapter:
     settle: float = 2.0
     poll: bool = False
     prefetch: int = 16
+    metrics: Metrics = field(default_factory=Metrics)
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     _retry_at: dict[Path, float] = field(default_factory=dict)
     _failures: dict[Path, int] = field(default_factory=dict)
@@ -227,6 +255,7 @@ class FolderAdapter:
         }
         moved = _move(path, self.layout["sent"])
         write_durably(moved.with_name(moved.name + ".receipt.json"), _json(receipt))
+        self.metrics.files.labels("outbox", "sent").inc()
         log.info(
             "sent",
             file=printable(path.name),
@@ -237,6 +266,7 @@ class FolderAdapter:
 
     def _failed(self, path: Path, folder: str, code: str, where: str | None, message: str) -> None:
         moved = _move(path, self.layout["failed"])
+        self.metrics.files.labels(folder, "failed").inc()
         error = {
             "file": path.name,
             "folder": folder,
@@ -275,6 +305,7 @@ class FolderAdapter:
             )
             return False
         _move(path, self.layout["status-sent"])
+        self.metrics.files.labels("status-out", "sent").inc()
         log.info(
             "status sent",
             file=printable(path.name),
@@ -296,8 +327,10 @@ class FolderAdapter:
                     await self._write_document(delivery)
                 else:
                     self._write_status(delivery)
+                self.metrics.received.labels(delivery.kind).inc()
                 return
             except OSError as exc:
+                self.metrics.write_failures.inc()
                 pause = next(pauses, WRITE_PAUSES[-1])
                 log.warning(
                     "cannot write what arrived; trying again",

@@ -166,11 +166,18 @@ def folder(
             "network file system, else watch].",
         ),
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Serve Prometheus metrics on this port."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="With --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Exchange documents through folders: send what a system drops in outbox/, write what
     arrives into inbox/, statuses into statuses/. Runs until SIGTERM or Ctrl-C; a restart
     neither sends a file again nor writes a document twice."""
-    from adapters.folder.adapter import FolderAdapter, Layout
+    from prometheus_client import start_http_server
+
+    from adapters.folder.adapter import FolderAdapter, Layout, Metrics
     from adapters.folder.state import State
     from backbone.broker import topology
     from backbone.client import AsyncGateway
@@ -191,6 +198,12 @@ def folder(
     else:
         raise fail(f"the principal's password: give --password-file or set {PASSWORD_ENV}")
     private, chain = load_signer(key, cert) if key and cert else (None, [])
+    metrics = Metrics()
+    if metrics_port is not None:
+        try:
+            start_http_server(metrics_port, metrics_host, registry=metrics.registry)
+        except OSError as exc:
+            raise fail(f"--metrics-port {metrics_port}: {exc.strerror or exc}") from None
     layout = Layout(root)
     try:
         layout.create()
@@ -219,6 +232,7 @@ def folder(
                 state,
                 settle=settle,
                 poll=network_share(root) if poll is None else poll,
+                metrics=metrics,
             )
             await adapter.run(stop)
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -23,14 +24,14 @@ from backbone.store.models import Delivery, Document
 from ..conftest import RECIPIENTS, SENDER, Signer, make_document
 from .conftest import Pipeline
 from .helpers import wait_for
-from .http_adapter import environment
+from .http_adapter import environment, free_port
 
 pytestmark = pytest.mark.pipeline
 H41 = RECIPIENTS[0]
 
 
 def start_folder_adapter(
-    pipeline: Pipeline, agency: str, root: Path, signer: Signer
+    pipeline: Pipeline, agency: str, root: Path, signer: Signer, *more: str
 ) -> subprocess.Popen[bytes]:
     """``backbone adapter folder --as AGENCY`` on ``root``, its log beside it."""
     root.mkdir(parents=True, exist_ok=True)
@@ -40,6 +41,7 @@ def start_folder_adapter(
                 *(sys.executable, "-m", "backbone", "adapter", "folder", "--as", agency),
                 *("--root", str(root), "--settle", "1"),
                 *("--key", str(signer.key_path), "--cert", str(signer.cert_path)),
+                *more,
             ],
             env=environment(pipeline, ""),
             stdout=log,
@@ -49,10 +51,10 @@ def start_folder_adapter(
 
 @contextlib.asynccontextmanager
 async def folder_adapter(
-    pipeline: Pipeline, agency: str, root: Path, signer: Signer
+    pipeline: Pipeline, agency: str, root: Path, signer: Signer, *more: str
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """One started, once its folders are there; stopped (SIGTERM) at the end."""
-    process = start_folder_adapter(pipeline, agency, root, signer)
+    process = start_folder_adapter(pipeline, agency, root, signer, *more)
     try:
         await wait_for(lambda: _exists(root / "status-sent"), 60)
         yield process
@@ -106,8 +108,9 @@ async def test_fifty_dropped_files_arrive_once_and_their_statuses_come_back(
         )
         sent[document.document_id] = signers["G22"].sign(document)
     a, b = tmp_path / "g22", tmp_path / "h41"
+    port = free_port()
     async with (
-        folder_adapter(pipeline, SENDER, a, signers["G22"]),
+        folder_adapter(pipeline, SENDER, a, signers["G22"], "--metrics-port", str(port)),
         folder_adapter(pipeline, H41, b, signers["H41"]),
     ):
         for index, (document_id, body) in enumerate(sent.items()):
@@ -146,6 +149,10 @@ async def test_fifty_dropped_files_arrive_once_and_their_statuses_come_back(
         assert len(list((a / "sent").glob("*.receipt.json"))) == len(sent)
         assert list((a / "failed").iterdir()) == []
         assert len(list((b / "status-sent").iterdir())) == len(sent)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert 'backbone_adapter_folder_files_total{folder="outbox",outcome="sent"} 50.0' in metrics
+        assert 'backbone_adapter_folder_received_total{kind="status"} 100.0' in metrics
 
     store = Store(pipeline.settings.database_url)
     try:
