@@ -6,17 +6,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import select
 
+from backbone.broker import topology
 from backbone.edxml.factory import File
 from backbone.store import Store
 from backbone.store.models import Delivery, Document
@@ -275,3 +277,63 @@ async def test_both_adapters_killed_mid_batch_then_restarted_deliver_each_file_o
         assert (folder / "package.edxml").read_bytes() == bodies[document_id]
     assert len(list((a / "sent").glob("*.edxml"))) == len(bodies)
     assert list((a / "failed").iterdir()) == []
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` cannot be written, even by root (immutable), until the block ends."""
+    as_root = os.geteuid() == 0
+    if as_root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    else:
+        folder.chmod(0o555)
+    try:
+        with pytest.raises(OSError):  # it is so, or the test proves nothing
+            (folder / ".probe").mkdir()
+        yield
+    finally:
+        if as_root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            folder.chmod(0o755)
+
+
+async def test_an_inbox_that_cannot_be_written_for_20_s_gets_everything_after(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """While H41's inbox/ is read-only, its adapter holds the deliveries unacked and tries
+    again (the broker still has all of them); once it can write, every one arrives."""
+    for agency in (SENDER, H41):
+        await pipeline.add_agency(agency)
+    bodies = {}
+    for number in range(5):
+        document = make_document(
+            recipients=[H41], document_id=f"ro-{uuid.uuid4().hex[:8]}", number=str(number)
+        )
+        bodies[document.document_id] = signers["G22"].sign(document)
+    a, b = tmp_path / "g22", tmp_path / "h41"
+    queue = topology.inbox(H41)
+    async with (
+        folder_adapter(pipeline, SENDER, a, signers["G22"]),
+        folder_adapter(pipeline, H41, b, signers["H41"]),
+    ):
+        with read_only(b / "inbox"):
+            for index, body in enumerate(bodies.values()):
+                (a / "outbox" / f".{index}.tmp").write_bytes(body)
+                (a / "outbox" / f".{index}.tmp").rename(a / "outbox" / f"{index}.edxml")
+
+            async def all_held() -> bool:
+                held = await asyncio.to_thread(pipeline.broker.mgmt.queue, pipeline.vhost, queue)
+                return held.get("messages_unacknowledged") == len(bodies)
+
+            await wait_for(all_held, 30)  # delivered to the adapter, none acked
+            await asyncio.sleep(20)  # the outage the issue asks for
+            held = await asyncio.to_thread(pipeline.broker.mgmt.queue, pipeline.vhost, queue)
+            assert held["messages"] == len(bodies)  # still all there: none was acked
+            assert _documents(b / "inbox") == {}
+            assert "cannot write what arrived" in (tmp_path / f"{H41}.log").read_text()
+
+        async def all_arrived() -> bool:
+            return set(_documents(b / "inbox")) == set(bodies)
+
+        await wait_for(all_arrived, 60)
