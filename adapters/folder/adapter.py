@@ -29,6 +29,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mimetypes
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -40,13 +41,15 @@ import watchfiles
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field, ValidationError
 
-from backbone import edxml
+from backbone import edxml, signing
 from backbone.client import AsyncGateway, Delivery, SendError
+from backbone.edxml.factory import File
 from backbone.errors import BrokerError, PackageError
 from backbone.files import sync_folder, write_durably
 from backbone.logs import get_logger
 from backbone.safe import derived_id, printable
 
+from ..described import Described
 from .names import document_folder, safe_name
 from .state import State
 
@@ -54,7 +57,14 @@ log = get_logger("backbone.adapter.folder")
 logging.getLogger("watchfiles").setLevel(logging.WARNING)  # each change is no news
 FOLDERS = ("outbox", "sent", "failed", "rejected", "inbox", "statuses", "status-out", "status-sent")
 TEMPORARY = (".tmp", ".part", ".partial", ".crdownload")
+OCTETS = "application/octet-stream"
 WRITE_PAUSES = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # a folder that cannot be written
+
+
+class Outboxed(Described):
+    """A document described in JSON in outbox/, its files in a folder of outbox/."""
+
+    files: list[str] = Field(default_factory=list, max_length=100, description="under outbox/")
 
 
 class StatusOrder(BaseModel):
@@ -224,6 +234,12 @@ class FolderAdapter:
         data = path.read_bytes()
         sha256 = hashlib.sha256(data).hexdigest()
         message_id = self.state.sent(sha256) or derived_id("folder", self.gateway.username, sha256)
+        attached: list[Path] = []
+        if path.suffix.lower() == ".json":
+            built = self._built(path, data, sha256)
+            if built is None:
+                return True
+            data, attached = built
         try:
             package = edxml.parse(data, self.gateway.limits)
         except PackageError as exc:
@@ -255,6 +271,11 @@ class FolderAdapter:
         }
         moved = _move(path, self.layout["sent"])
         write_durably(moved.with_name(moved.name + ".receipt.json"), _json(receipt))
+        if attached:
+            beside = self.layout["sent"] / f"{moved.stem} files"
+            beside.mkdir(exist_ok=True)
+            for file in attached:
+                _move(file, beside)
         self.metrics.files.labels("outbox", "sent").inc()
         log.info(
             "sent",
@@ -263,6 +284,42 @@ class FolderAdapter:
             agency=package.sender,
         )
         return True
+
+    def _built(self, path: Path, data: bytes, sha256: str) -> tuple[bytes, list[Path]] | None:
+        """The package a JSON description in outbox/ makes (signed with the agency's key if
+        the adapter holds it), and the files it attaches; None: refused into failed/. It is
+        kept once built, so that a send retried after a crash sends the same bytes (built
+        again, it would be another package under the same DocumentId)."""
+        outbox = self.layout["outbox"].resolve()
+        try:
+            described = Outboxed.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            self._failed(path, "outbox", "description-invalid", where or None, str(first["msg"]))
+            return None
+        attached = []
+        for index, name in enumerate(described.files):
+            file = (outbox / name).resolve()
+            if not file.is_relative_to(outbox) or file.parent == outbox or not file.is_file():
+                why = "not a file in a folder of outbox/"
+                self._failed(path, "outbox", "file-missing", f"files.{index}", f"{name!r}: {why}")
+                return None
+            attached.append(file)
+        kept = self.layout.state.parent / "built" / f"{sha256}.edxml"
+        if kept.exists():
+            return kept.read_bytes(), attached
+        package = described.package(
+            [
+                File(file.name, file.read_bytes(), mimetypes.guess_type(file.name)[0] or OCTETS)
+                for file in attached
+            ]
+        )
+        key, chain = self.gateway.key, self.gateway.certificates
+        body = signing.sign(package, key, chain) if key and chain else edxml.build(package)
+        kept.parent.mkdir(exist_ok=True)
+        write_durably(kept, body)
+        return body, attached
 
     def _failed(self, path: Path, folder: str, code: str, where: str | None, message: str) -> None:
         moved = _move(path, self.layout["failed"])

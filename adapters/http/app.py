@@ -51,8 +51,9 @@ from backbone.store.models import Document, EventRecord, IdempotentAnswer
 from backbone.store.repository import directory_changes
 from backbone.store.tracking import feed, timeline
 
+from ..described import Described
 from . import credentials, signing, webhooks
-from .composing import Composed, Signers, StatusRequest
+from .composing import Signers, StatusRequest
 from .credentials import Credential, Vault
 from .mailbox import Conflict, Mailbox, MailboxFiller, Result
 from .messages import Message
@@ -81,7 +82,7 @@ DOCUMENT_BODY = {
                         "metadata": {
                             "type": "string",
                             "contentMediaType": JSON,
-                            "description": "the document to build (JSON: `Composed`)",
+                            "description": "the document to build (JSON: `Described`)",
                         },
                         "files": {
                             "type": "array",
@@ -785,10 +786,10 @@ async def _composed_document(adapter: Adapter, request: Request, credential: Cre
             422, "metadata-missing", "the metadata part (JSON) is missing", path="metadata"
         )
     try:
-        composed = Composed.model_validate_json(metadata)
+        described = Described.model_validate_json(metadata)
     except ValidationError as exc:
         raise _invalid(exc, "metadata") from exc
-    _agencies(credential, composed.sender)
+    _agencies(credential, described.sender)
     files = [
         File(
             name=printable(upload.filename, 255) or "attachment",
@@ -798,7 +799,7 @@ async def _composed_document(adapter: Adapter, request: Request, credential: Cre
         for name, upload in form.multi_items()
         if name == "files" and isinstance(upload, UploadFile)
     ]
-    return await adapter.signers.document(composed, files)
+    return await adapter.signers.document(described, files)
 
 
 async def _composed_status(adapter: Adapter, credential: Credential, body: bytes) -> bytes:

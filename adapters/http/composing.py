@@ -10,37 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from datetime import date
 
 from cryptography import x509
 from pydantic import BaseModel, Field
 
 from backbone import edxml, signing
-from backbone.edxml.factory import File, new_document, new_status
+from backbone.edxml.factory import File, new_status
 from backbone.edxml.limits import Limits
 from backbone.signing.pki import PrivateKey
 
+from ..described import Described
 from .problems import Problem
-
-CODE = Field(min_length=13, max_length=13, pattern=r"^[0-9]{3}\.[0-9]{2}\.[0-9]{2}\.[A-Z][0-9]{2}$")
-
-
-class Composed(BaseModel):
-    """A document to build (the ``metadata`` part of a multipart send)."""
-
-    sender: str = CODE
-    recipients: list[str] = Field(min_length=1, max_length=500)
-    subject: str = Field(min_length=1, max_length=2000)
-    number: str = Field(min_length=1, max_length=50, description="CodeNumber")
-    notation: str | None = Field(default=None, max_length=100, description="CodeNotation")
-    promulgated: date | None = Field(default=None, description="today if not given")
-    type_code: str = Field(default="1", max_length=10)
-    type_name: str = Field(default="Công văn", max_length=200)
-    priority: int = Field(default=0, ge=0, le=4)
-    content: str | None = Field(default=None, max_length=100_000)
-    document_id: str | None = Field(
-        default=None, max_length=255, description="derived if not given"
-    )
 
 
 class StatusRequest(BaseModel):
@@ -76,24 +56,8 @@ class Signers:
         key, chain = self.held[agency]
         return await asyncio.to_thread(signing.sign, package, key, list(chain), limits=self.limits)
 
-    async def document(self, composed: Composed, files: Sequence[File]) -> bytes:
-        return await self.sign(
-            composed.sender,
-            new_document(
-                sender=composed.sender,
-                recipients=composed.recipients,
-                subject=composed.subject,
-                number=composed.number,
-                notation=composed.notation,
-                files=files,
-                promulgated=composed.promulgated,
-                type_code=composed.type_code,
-                type_name=composed.type_name,
-                priority=composed.priority,
-                content=composed.content,
-                document_id=composed.document_id,
-            ),
-        )
+    async def document(self, described: Described, files: Sequence[File]) -> bytes:
+        return await self.sign(described.sender, described.package(files))
 
     async def status(
         self, reporter: str, received: bytes, code: str, description: str | None

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from backbone import edxml
 from backbone.broker import topology
 from backbone.edxml.factory import File
 from backbone.store import Store
@@ -337,3 +338,51 @@ async def test_an_inbox_that_cannot_be_written_for_20_s_gets_everything_after(
             return set(_documents(b / "inbox")) == set(bodies)
 
         await wait_for(all_arrived, 60)
+
+
+async def test_a_json_description_and_its_files_are_built_signed_and_sent(
+    pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
+) -> None:
+    """With the agency's key, a JSON description in outbox/ (its files in a folder there)
+    becomes a signed document; an invalid one goes to failed/ with what is wrong."""
+    for agency in (SENDER, H41):
+        await pipeline.add_agency(agency)
+    a, b = tmp_path / "g22", tmp_path / "h41"
+    scan = b"%PDF-1.7 " + bytes(range(256)) * 30
+    async with (
+        folder_adapter(pipeline, SENDER, a, signers["G22"]),
+        folder_adapter(pipeline, H41, b, signers["H41"]),
+    ):
+        (a / "outbox" / "cv-7").mkdir()
+        (a / "outbox" / "cv-7" / "Tờ trình.pdf").write_bytes(scan)
+        (a / "outbox" / "cv-7" / "phụ lục.txt").write_text("Phụ lục")
+        described = {
+            "sender": SENDER,
+            "recipients": [H41],
+            "subject": "Về việc cấp phép",
+            "number": "7",
+            "notation": "VPCP-KGVX",
+            "document_id": f"described-{uuid.uuid4().hex[:8]}",
+            "files": ["cv-7/Tờ trình.pdf", "cv-7/phụ lục.txt"],
+        }
+        (a / "outbox" / "cv-7.json").write_text(json.dumps(described, ensure_ascii=False))
+        (a / "outbox" / "broken.json").write_text(json.dumps({**described, "files": ["../x"]}))
+
+        async def arrived() -> bool:
+            return bool(_documents(b / "inbox")) and (a / "failed" / "broken.json").exists()
+
+        await wait_for(arrived, 60)
+        (folder,) = _documents(b / "inbox").values()
+        package = edxml.parse((folder / "package.edxml").read_bytes())
+        assert isinstance(package, edxml.DocumentPackage)
+        assert package.header.subject == "Về việc cấp phép"
+        meta = json.loads((folder / "meta.json").read_text())
+        assert [(x["name"], (folder / x["file"]).read_bytes()) for x in meta["attachments"]] == [
+            ("Tờ trình.pdf", scan),
+            ("phụ lục.txt", "Phụ lục".encode()),
+        ]
+        moved = {p.name for p in (a / "sent" / "cv-7 files").iterdir()}
+        assert moved == {"phụ lục.txt", "Tờ trình.pdf"}
+        assert (a / "sent" / "cv-7.json.receipt.json").exists()
+        error = json.loads((a / "failed" / "broken.json.error.json").read_text())
+        assert (error["code"], error["path"]) == ("file-missing", "files.0")
