@@ -340,11 +340,12 @@ async def test_an_inbox_that_cannot_be_written_for_20_s_gets_everything_after(
         await wait_for(all_arrived, 60)
 
 
-async def test_a_json_description_and_its_files_are_built_signed_and_sent(
+async def test_a_json_description_is_built_and_sent_a_refusal_named_after_its_file(
     pipeline: Pipeline, signers: dict[str, Signer], tmp_path: Path
 ) -> None:
     """With the agency's key, a JSON description in outbox/ (its files in a folder there)
-    becomes a signed document; an invalid one goes to failed/ with what is wrong."""
+    becomes a signed document; an invalid one goes to failed/ with what is wrong; a file
+    the backbone refuses (the same DocumentId again) gets its 02 in rejected/."""
     for agency in (SENDER, H41):
         await pipeline.add_agency(agency)
     a, b = tmp_path / "g22", tmp_path / "h41"
@@ -372,6 +373,14 @@ async def test_a_json_description_and_its_files_are_built_signed_and_sent(
             return bool(_documents(b / "inbox")) and (a / "failed" / "broken.json").exists()
 
         await wait_for(arrived, 60)
+        # another package under the same DocumentId: the backbone refuses it
+        other = make_document(recipients=[H41], document_id=described["document_id"])
+        (a / "outbox" / "again.edxml").write_bytes(signers["G22"].sign(other))
+
+        async def refused() -> bool:
+            return any((a / "rejected").iterdir())
+
+        await wait_for(refused, 60)
         (folder,) = _documents(b / "inbox").values()
         package = edxml.parse((folder / "package.edxml").read_bytes())
         assert isinstance(package, edxml.DocumentPackage)
@@ -386,3 +395,6 @@ async def test_a_json_description_and_its_files_are_built_signed_and_sent(
         assert (a / "sent" / "cv-7.json.receipt.json").exists()
         error = json.loads((a / "failed" / "broken.json.error.json").read_text())
         assert (error["code"], error["path"]) == ("file-missing", "files.0")
+        (rejection,) = (json.loads(p.read_text()) for p in (a / "rejected").iterdir())
+        assert (rejection["code"], rejection["file"]) == ("02", "again.edxml")
+        assert rejection["rejection"]["code"] == "duplicate"
