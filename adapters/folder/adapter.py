@@ -199,6 +199,14 @@ class FolderAdapter:
                         error=f"{exc.strerror or exc}"[:200],
                     )
                     done = False
+                except Exception as exc:  # a bug: this file waits, the others go on
+                    log.error(
+                        "failed on a file; trying again later",
+                        file=printable(path.name),
+                        error=repr(exc)[:300],
+                        exc_info=True,
+                    )
+                    done = False
                 if done:
                     self._seen.pop(path, None)
                     self._retry_at.pop(path, None)
@@ -208,11 +216,15 @@ class FolderAdapter:
                     self._retry_at[path] = now + min(30.0, 2.0**failures)
 
     def _ready(self, folder: Path) -> list[Path]:
-        """The complete files of ``folder``, oldest first: not hidden or temporary, and
+        """The complete files of ``folder``, in name order: not hidden or temporary, and
         unchanged for ``settle`` seconds (a file renamed in whole is too, after it)."""
         now = asyncio.get_running_loop().time()
         ready = []
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        present = {Path(e.path) for e in entries}
+        for gone in [p for p in self._seen if p.parent == folder and p not in present]:
+            del self._seen[gone]  # taken away by the system before it was complete
+        for entry in entries:
             if not entry.is_file(follow_symlinks=False) or entry.name.startswith((".", "~")):
                 continue
             if entry.name.lower().endswith(TEMPORARY):
