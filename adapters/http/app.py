@@ -776,29 +776,30 @@ async def _send(
 
 
 async def _composed_document(adapter: Adapter, request: Request, credential: Credential) -> bytes:
+    """The document a multipart send describes, built and signed (its parts' spooled
+    files closed after)."""
     try:
-        form = await request.form(max_files=MOST_FILES, max_fields=MOST_FILES + 1)
+        async with request.form(max_files=MOST_FILES, max_fields=MOST_FILES + 1) as form:
+            metadata = form.get("metadata")
+            if not isinstance(metadata, str):
+                why = "the metadata part (JSON) is missing"
+                raise Problem(422, "metadata-missing", why, path="metadata")
+            try:
+                described = Described.model_validate_json(metadata)
+            except ValidationError as exc:
+                raise _invalid(exc, "metadata") from exc
+            _agencies(credential, described.sender)
+            files = [
+                File(
+                    name=printable(upload.filename, 255) or "attachment",
+                    data=await upload.read(),
+                    content_type=_media_type(upload.content_type),
+                )
+                for name, upload in form.multi_items()
+                if name == "files" and isinstance(upload, UploadFile)
+            ]
     except HTTPException as exc:
         raise Problem(400, "multipart-invalid", str(exc.detail)) from exc
-    metadata = form.get("metadata")
-    if not isinstance(metadata, str):
-        raise Problem(
-            422, "metadata-missing", "the metadata part (JSON) is missing", path="metadata"
-        )
-    try:
-        described = Described.model_validate_json(metadata)
-    except ValidationError as exc:
-        raise _invalid(exc, "metadata") from exc
-    _agencies(credential, described.sender)
-    files = [
-        File(
-            name=printable(upload.filename, 255) or "attachment",
-            data=await upload.read(),
-            content_type=_media_type(upload.content_type),
-        )
-        for name, upload in form.multi_items()
-        if name == "files" and isinstance(upload, UploadFile)
-    ]
     return await adapter.signers.document(described, files)
 
 
