@@ -692,7 +692,7 @@ def _target(request: Request) -> str:
 async def bounded_body(request: Request, limit: int) -> bytes:
     """The body, refused past ``limit`` bytes before more of it is read."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -71,7 +71,7 @@ def sign_headers(system_id: str, secret: str, fields: Mapping[str, str]) -> dict
     """The headers the SDK sends for a call with ``fields`` (its ``jsonHeaders``): for
     clients and tests; the adapter checks the same."""
     values = {"systemid": system_id, **fields}
-    signed = json.dumps({f"XroadVnpt-{k}": v for k, v in values.items()}, ensure_ascii=False)
+    signed = json.dumps({f"XroadVnpt-{k}": v for k, v in values.items()})  # ASCII: a header
     return {
         **{f"XroadVnpt-{k}": v for k, v in values.items()},
         "XroadVnpt-sign-header-key": ";".join(values),
@@ -96,7 +96,7 @@ class Call:
     def message(self) -> int:
         """The mailbox id the call names (``docId``)."""
         value = self.field("docid") or ""
-        if not value.isdigit() or not 1 <= int(value) <= MOST_ID:
+        if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MOST_ID:
             raise Problem(400, "docid-invalid", "docId must name a received message", path="docId")
         return int(value)
 
@@ -334,7 +334,7 @@ async def synchronize_unit(call: Signed) -> Envelope:
     """The agencies changed since ``version`` (0 or none: all), removed ones with
     ``deleted``, each with its hub (``centerCode``: the gateway that serves it)."""
     since = call.field("version") or "0"
-    if not since.isdigit() or int(since) > MOST_ID:
+    if not (since.isascii() and since.isdigit()) or int(since) > MOST_ID:
         raise Problem(400, "version-invalid", "version is a number", path="version")
     async with call.adapter.store.sessions() as session:
         changes = await directory_changes(session, int(since), 5000)

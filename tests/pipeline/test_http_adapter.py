@@ -336,6 +336,15 @@ async def test_the_same_exchange_through_the_axis_sdk_s_operations(
                 "/vdxp/getEdoc", headers={**headers, "XroadVnpt-docId": str(item["docId"])}
             )
             assert unsigned.json()["ErrorCode"] == "docid-invalid"  # read from what is signed
+            odd = vdxp.sign_headers(
+                recipient_auth.key_id, recipient_auth.secret.decode(), {"docId": "\u00b2"}
+            )  # a digit to str.isdigit(), not to int(); signed, so only its JSON escape is sent
+            odd.pop("XroadVnpt-docId")
+            superscript = await plain.post("/vdxp/getEdoc", headers=odd)
+            assert (superscript.status_code, superscript.json()["ErrorCode"]) == (
+                400,
+                "docid-invalid",
+            )
             forged = {**headers, "XroadVnpt-hash-header": "0" * 64}
             refused = await plain.post("/vdxp/countReceiveEdoc", headers=forged)
             assert refused.status_code == 401
