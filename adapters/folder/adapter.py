@@ -137,6 +137,7 @@ class FolderAdapter:
     settle: float = 2.0
     poll: bool = False
     prefetch: int = 16
+    agency: str | None = None  # the one it sends for (--as), None for a gateway's
     metrics: Metrics = field(default_factory=Metrics)
     _seen: dict[Path, _Seen] = field(default_factory=dict)
     _retry_at: dict[Path, float] = field(default_factory=dict)
@@ -262,6 +263,10 @@ class FolderAdapter:
             self._failed(
                 path, "outbox", "wrong-folder", None, "a status goes in status-out/ as JSON"
             )
+            return True
+        if self.agency is not None and package.sender != self.agency:
+            why = f"the adapter sends for {self.agency} only (the broker would refuse it)"
+            self._failed(path, "outbox", "not-your-agency", "Header/From/OrganId", why)
             return True
         if self.state.sent(sha256) is None:  # else sent before a crash: only moved now
             try:

@@ -232,6 +232,7 @@ def folder(
                 state,
                 settle=settle,
                 poll=network_share(root) if poll is None else poll,
+                agency=None if gateway else principal,
                 metrics=metrics,
             )
             await adapter.run(stop)

@@ -368,9 +368,12 @@ async def test_a_json_description_is_built_and_sent_a_refusal_named_after_its_fi
         }
         (a / "outbox" / "cv-7.json").write_text(json.dumps(described, ensure_ascii=False))
         (a / "outbox" / "broken.json").write_text(json.dumps({**described, "files": ["../x"]}))
+        not_ours = make_document(sender=H41, recipients=[SENDER], document_id="not-ours")
+        (a / "outbox" / "not-ours.edxml").write_bytes(signers["H41"].sign(not_ours))
 
         async def arrived() -> bool:
-            return bool(_documents(b / "inbox")) and (a / "failed" / "broken.json").exists()
+            failed = {p.name for p in (a / "failed").iterdir()}
+            return bool(_documents(b / "inbox")) and {"broken.json", "not-ours.edxml"} <= failed
 
         await wait_for(arrived, 60)
         # another package under the same DocumentId: the backbone refuses it
@@ -395,6 +398,8 @@ async def test_a_json_description_is_built_and_sent_a_refusal_named_after_its_fi
         assert (a / "sent" / "cv-7.json.receipt.json").exists()
         error = json.loads((a / "failed" / "broken.json.error.json").read_text())
         assert (error["code"], error["path"]) == ("file-missing", "files.0")
+        error = json.loads((a / "failed" / "not-ours.edxml.error.json").read_text())
+        assert error["code"] == "not-your-agency"
         (rejection,) = (json.loads(p.read_text()) for p in (a / "rejected").iterdir())
         assert (rejection["code"], rejection["file"]) == ("02", "again.edxml")
         assert rejection["rejection"]["code"] == "duplicate"
