@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 import typer
+from aiormq.exceptions import InvalidFrameError, ProbableAuthenticationError
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -16,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import signing
 from ..config import get_settings
-from ..errors import BackboneError
+from ..errors import BackboneError, BrokerError
 from ..registry import Registry
 from ..signing.pki import AGENCY_ATTRIBUTE, PrivateKey
 from ..store import Store
@@ -163,3 +167,43 @@ def checked_password(password: str, what: str = "the password") -> str:
     if re.search(r"[\x00-\x1f\x7f]", password):
         raise fail(f"{what} contains a control character")
     return password
+
+
+CONNECT_TIMEOUT = 15.0  # seconds: a broker that has not answered by then is not there
+
+
+@contextmanager
+def quiet_broker_library() -> Iterator[None]:
+    """Keep aio-pika's and aiormq's own lines (a failed connection attempt is logged at
+    ERROR before it is raised) off a command's stderr: the command says it in one line."""
+    loggers = [logging.getLogger(name) for name in ("aio_pika", "aiormq")]
+    levels = [each.level for each in loggers]
+    for each in loggers:
+        each.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for each, level in zip(loggers, levels, strict=True):
+            each.setLevel(level)
+
+
+def broker_failure(exc: BaseException, url: str, username: str) -> typer.Exit:
+    """A broker error in words a user can act on; the URL's password never shown."""
+    broker = mask(url)
+    if isinstance(exc, BrokerError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the broker library's own error tells which failure it was
+    if isinstance(exc, TimeoutError):
+        return fail(f"the broker {broker} did not answer within {CONNECT_TIMEOUT:g} s")
+    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+    if isinstance(exc, ProbableAuthenticationError):
+        return fail(f"the broker {broker} refused the login of {username}: wrong user or password")
+    if (isinstance(exc, InvalidFrameError) and "Connection.Close" in reason) or (
+        "vhost" in reason and "NOT_ALLOWED" in reason
+    ):  # the broker closes instead of opening the virtual host (aiormq keeps no reason)
+        vhost = unquote(urlsplit(url).path[1:]) or "/"
+        return fail(
+            f"the broker {broker} has no virtual host {vhost!r}, or {username} may not use it"
+        )
+    if isinstance(exc, OSError):
+        return fail(f"cannot reach the broker {broker}: {reason}")
+    return fail(f"the broker {broker} refused {username}: {reason}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,12 +20,21 @@ from .. import loop
 from ..agency import AgencyCode, AgencyCodeError
 from ..broker.provisioning import vhost_url
 from ..config import get_settings
-from ..errors import BackboneError
+from ..errors import BackboneError, BrokerError
 from ..logs import configure
 from ..registry import gateway_name
 from ..store import Store
 from . import app
-from ._common import certificate_agency, database_failure, fail, load_signer, password_from
+from ._common import (
+    CONNECT_TIMEOUT,
+    broker_failure,
+    certificate_agency,
+    database_failure,
+    fail,
+    load_signer,
+    password_from,
+    quiet_broker_library,
+)
 
 adapter_app = typer.Typer(
     help="Adapters for document-management systems that cannot speak AMQP.",
@@ -88,12 +98,7 @@ def http(
     for path in (tls_cert, tls_key):
         if path is not None and not path.is_file():
             raise fail(f"cannot read {path}: no such file")
-    if password_file is not None:
-        password = password_from(password_file)
-    elif os.environ.get(PASSWORD_ENV):
-        password = os.environ[PASSWORD_ENV]
-    else:
-        raise fail(f"the gateway's password: give --password-file or set {PASSWORD_ENV}")
+    password = _password(password_file, "the gateway's")
     settings = get_settings()
     configure(settings.log_format or "json", settings.log_level, again=True)  # a service
     try:
@@ -191,12 +196,7 @@ def folder(
     except AgencyCodeError as exc:
         raise fail(f"--as: {exc}") from None
     queue = topology.gateway_queue(principal) if gateway else topology.inbox(principal)
-    if password_file is not None:
-        password = password_from(password_file)
-    elif os.environ.get(PASSWORD_ENV):
-        password = os.environ[PASSWORD_ENV]
-    else:
-        raise fail(f"the principal's password: give --password-file or set {PASSWORD_ENV}")
+    password = _password(password_file, "the principal's")
     private, chain = load_signer(key, cert) if key and cert else (None, [])
     metrics = Metrics()
     if metrics_port is not None:
@@ -213,18 +213,28 @@ def folder(
     settings = get_settings()
     configure(settings.log_format or "json", settings.log_level, again=True)  # a service
 
+    url = vhost_url(settings.amqp_url, settings.vhost, principal, password)
+
     async def run() -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-        async with AsyncGateway(
-            vhost_url(settings.amqp_url, settings.vhost, principal, password),
-            username=principal,
-            key=private,
-            certificates=chain,
-            auto_arrived=False,  # 01 once the document is written
-            limits=settings.limits,
-        ) as connected:
+        async with AsyncExitStack() as stack:
+            try:
+                with quiet_broker_library():
+                    connected = await stack.enter_async_context(
+                        AsyncGateway(
+                            url,
+                            username=principal,
+                            key=private,
+                            certificates=chain,
+                            auto_arrived=False,  # 01 once the document is written
+                            limits=settings.limits,
+                            connect_timeout=CONNECT_TIMEOUT,
+                        )
+                    )
+            except BrokerError as exc:
+                raise broker_failure(exc, url, principal) from None
             adapter = FolderAdapter(
                 layout,
                 connected,
@@ -241,6 +251,15 @@ def folder(
         loop.run(run())
     finally:
         state.close()
+
+
+def _password(password_file: Path | None, whose: str) -> str:
+    """From the file, else from the environment (never from the command line)."""
+    if password_file is not None:
+        return password_from(password_file)
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    raise fail(f"{whose} password: give --password-file or set {PASSWORD_ENV}")
 
 
 def network_share(path: Path) -> bool:

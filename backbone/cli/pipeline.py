@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import os
 import re
 import secrets
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import Callable
+from contextlib import aclosing
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -24,8 +23,6 @@ from aio_pika.exceptions import AMQPError
 from aiormq.exceptions import (
     ChannelAccessRefused,
     ChannelNotFoundEntity,
-    InvalidFrameError,
-    ProbableAuthenticationError,
 )
 from cryptography import x509
 from lxml import etree
@@ -39,7 +36,7 @@ from ..client import RECEIVE_PREFETCH, AsyncGateway, Delivery, SendError
 from ..config import Settings, get_settings
 from ..edxml.factory import File, new_document
 from ..edxml.models import DSIG_NAMESPACE, NAMESPACE
-from ..errors import BackboneError, BrokerError, PackageError
+from ..errors import BackboneError, PackageError
 from ..files import write_durably
 from ..safe import printable
 from ..signing.pki import PrivateKey
@@ -47,19 +44,21 @@ from ..store import Store
 from ..workers.validator import PREFETCH
 from . import app
 from ._common import (
+    CONNECT_TIMEOUT,
+    broker_failure,
     fail,
     load_signer,
     mask,
     os_failure,
     password_from,
     plural,
+    quiet_broker_library,
     read_limited,
     warn,
     writable_file,
 )
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-CONNECT_TIMEOUT = 15.0  # seconds: a broker that has not answered by then is not there
 PASSWORD_VARIABLE = "BACKBONE_PASSWORD"
 Signer = tuple[PrivateKey, list[x509.Certificate]]
 run_app = typer.Typer(help="Run the backbone's workers.", no_args_is_help=True)
@@ -124,43 +123,6 @@ def _connection(
     return urlunsplit(
         (parts.scheme, f"{credentials}@{host}", parts.path, parts.query, "")
     ), username
-
-
-@contextmanager
-def _quiet_broker_library() -> Iterator[None]:
-    """Keep aio-pika's and aiormq's own lines (a failed connection attempt is logged at
-    ERROR before it is raised) off a command's stderr: the command says it in one line."""
-    loggers = [logging.getLogger(name) for name in ("aio_pika", "aiormq")]
-    levels = [each.level for each in loggers]
-    for each in loggers:
-        each.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        for each, level in zip(loggers, levels, strict=True):
-            each.setLevel(level)
-
-
-def _broker_failure(exc: BaseException, url: str, username: str) -> typer.Exit:
-    """A broker error in words a user can act on; the URL's password never shown."""
-    broker = mask(url)
-    if isinstance(exc, BrokerError) and exc.__cause__ is not None:
-        exc = exc.__cause__  # the broker library's own error tells which failure it was
-    if isinstance(exc, TimeoutError):
-        return fail(f"the broker {broker} did not answer within {CONNECT_TIMEOUT:g} s")
-    reason = " ".join(str(exc).split())[:300] or type(exc).__name__
-    if isinstance(exc, ProbableAuthenticationError):
-        return fail(f"the broker {broker} refused the login of {username}: wrong user or password")
-    if (isinstance(exc, InvalidFrameError) and "Connection.Close" in reason) or (
-        "vhost" in reason and "NOT_ALLOWED" in reason
-    ):  # the broker closes instead of opening the virtual host (aiormq keeps no reason)
-        vhost = unquote(urlsplit(url).path[1:]) or "/"
-        return fail(
-            f"the broker {broker} has no virtual host {vhost!r}, or {username} may not use it"
-        )
-    if isinstance(exc, OSError):
-        return fail(f"cannot reach the broker {broker}: {reason}")
-    return fail(f"the broker {broker} refused {username}: {reason}")
 
 
 # --- send -------------------------------------------------------------------------------------
@@ -264,12 +226,12 @@ def send(
             return await gateway.send(body)
 
     try:
-        with _quiet_broker_library():
+        with quiet_broker_library():
             typer.echo(asyncio.run(work()))
     except (PackageError, SendError) as exc:
         raise fail(mask(str(exc))) from None
     except BackboneError as exc:
-        raise _broker_failure(exc, connect_url, username) from None
+        raise broker_failure(exc, connect_url, username) from None
 
 
 def _read_package(
@@ -515,7 +477,7 @@ def receive(
                     return
 
     try:
-        with _quiet_broker_library():
+        with quiet_broker_library():
             asyncio.run(work())
     except PackageError as exc:
         raise fail(f"a delivery in {queue} is not a valid package (left there): {exc}") from None
@@ -524,7 +486,7 @@ def receive(
             raise fail(f"the broker refused {username} access to {queue}") from None
         if isinstance(exc.__cause__, ChannelNotFoundEntity):
             raise fail(f"there is no queue {queue} on the broker {mask(connect_url)}") from None
-        raise _broker_failure(exc, connect_url, username) from None
+        raise broker_failure(exc, connect_url, username) from None
     got = " and ".join(plural(n, noun) for noun, n in tally.items() if n) or "nothing"
     typer.echo(f"{got} received from {queue}", err=True)
     if unsaved:
@@ -548,7 +510,7 @@ def _workers_settings(validates: bool = True) -> Settings:
         )
     if validates and settings.trust_bundle is None:
         raise fail("the validator needs BACKBONE_TRUST_BUNDLE (the CA bundle signatures chain to)")
-    with _quiet_broker_library():
+    with quiet_broker_library():
         asyncio.run(_check_services(settings))
     return settings
 
@@ -557,7 +519,7 @@ async def _check_services(settings: Settings) -> None:
     try:
         connection = await aio_pika.connect(settings.amqp_url, timeout=CONNECT_TIMEOUT)
     except (OSError, AMQPError) as exc:
-        raise _broker_failure(exc, settings.amqp_url, settings.workers_user) from None
+        raise broker_failure(exc, settings.amqp_url, settings.workers_user) from None
     await connection.close()
     store = Store(settings.database_url)
     threads = threading.active_count()
@@ -586,7 +548,7 @@ def _running(work: Callable[[], None]) -> None:
     try:
         work()
     except (OSError, AMQPError) as exc:
-        raise _broker_failure(exc, settings.amqp_url, settings.workers_user) from None
+        raise broker_failure(exc, settings.amqp_url, settings.workers_user) from None
 
 
 @run_app.command("validator")

@@ -92,3 +92,39 @@ def test_without_the_adapters_key_nothing_is_written(
     monkeypatch.delenv(KEY_ENV)
     code, _, err = invoke("adapter", "credentials", "add", "--agency", H41)
     assert code == 1 and KEY_ENV in err and "credentials key" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--as", H41, "--gateway", "lgsp"], "one of the two"),
+        ([], "one of the two"),
+        (["--as", "000.00.00.h41"], "--as:"),
+        (["--gateway", "no spaces"], "is not a gateway name"),
+        (["--as", H41, "--key", "k.pem"], "both --key and --cert"),
+        (["--as", H41], "password: give --password-file or set BACKBONE_ADAPTER_PASSWORD"),
+    ],
+)
+def test_the_folder_adapter_says_what_is_wrong_with_its_options(
+    args: list[str], said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BACKBONE_ADAPTER_PASSWORD", raising=False)
+    code, out, err = invoke("adapter", "folder", "--root", str(tmp_path / "root"), *args)
+    assert code != 0 and out == ""
+    assert err.startswith("error: ") and said in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_folder_adapter_says_when_the_broker_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BACKBONE_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/")  # nothing there
+    monkeypatch.setenv("BACKBONE_ADAPTER_PASSWORD", "secret")
+    get_settings.cache_clear()
+    try:
+        code, _, err = invoke("adapter", "folder", "--root", str(tmp_path / "root"), "--as", H41)
+    finally:
+        get_settings.cache_clear()
+    assert code != 0 and err.startswith(f"error: cannot reach the broker amqp://{H41}:***@")
+    assert "secret" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "root" / "outbox").is_dir()  # its folders made first
