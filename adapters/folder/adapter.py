@@ -246,7 +246,8 @@ class FolderAdapter:
         """Sent (or refused into failed/): True; not taken by the broker now: False."""
         data = path.read_bytes()
         sha256 = hashlib.sha256(data).hexdigest()
-        message_id = self.state.sent(sha256) or derived_id("folder", self.gateway.username, sha256)
+        sent_before = self.state.sent(sha256)  # before a crash: then only moved now
+        message_id = sent_before or derived_id("folder", self.gateway.username, sha256)
         attached: list[Path] = []
         if path.suffix.lower() == ".json":
             built = self._built(path, data, sha256)
@@ -268,7 +269,7 @@ class FolderAdapter:
             why = f"the adapter sends for {self.agency} only (the broker would refuse it)"
             self._failed(path, "outbox", "not-your-agency", "Header/From/OrganId", why)
             return True
-        if self.state.sent(sha256) is None:  # else sent before a crash: only moved now
+        if sent_before is None:
             try:
                 await self.gateway.send(data, message_id=message_id)
             except (SendError, BrokerError) as exc:

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal, Self
 
 import uvicorn
@@ -758,21 +759,17 @@ async def _send(
     Idempotency-Key and body gets the first answer, nothing built again)."""
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     body = await request.body()
-    digest = hashlib.sha256(body).hexdigest()
-    if idempotency_key is not None:
-        first = await _first_answer(adapter, credential, idempotency_key, digest)
-        if first is not None:
-            return first
     if content_type in (XML, "text/xml"):
-        package = body
-    elif kind == "edoc" and content_type == MULTIPART:
-        package = await _composed_document(adapter, request, credential)
+        return await submit(adapter, credential, body, kind, idempotency_key)
+    if kind == "edoc" and content_type == MULTIPART:
+        build = partial(_composed_document, adapter, request, credential)
     elif kind == "status" and content_type == JSON:
-        package = await _composed_status(adapter, credential, body)
+        build = partial(_composed_status, adapter, credential, body)
     else:
         built = MULTIPART if kind == "edoc" else JSON
         raise Problem(415, "media-type", f"send {XML} (or {built})", value=content_type)
-    return await submit(adapter, credential, package, kind, idempotency_key, digest)
+    digest = hashlib.sha256(body).hexdigest()  # of what was asked, not of what is built
+    return await submit(adapter, credential, build, kind, idempotency_key, digest)
 
 
 async def _composed_document(adapter: Adapter, request: Request, credential: Credential) -> bytes:
@@ -808,10 +805,10 @@ async def _composed_status(adapter: Adapter, credential: Credential, body: bytes
         wanted = StatusRequest.model_validate_json(body)
     except ValidationError as exc:
         raise _invalid(exc, "body") from exc
-    entry = await adapter.mailbox.get(credential.agencies, wanted.message)
-    received = await adapter.mailbox.body(credential.agencies, wanted.message)
-    if entry is None or received is None:
+    found = await adapter.mailbox.with_body(credential.agencies, wanted.message)
+    if found is None:
         raise _no_message(wanted.message)
+    entry, received = found
     if entry.kind != "edoc":
         raise Problem(
             422, "not-a-document", "a status is about a received document", path="message"
@@ -825,17 +822,14 @@ async def acknowledge(
     """A received message taken (``done``) or not (``fail``); first its document's 01 or
     02 when the adapter holds the recipient's key (its id derived from the message and the
     code, so a retried acknowledgement sends the same submission). None: no such message."""
-    entry = await adapter.mailbox.get(credential.agencies, message) if adapter.signers else None
-    if (
-        entry is not None
-        and entry.acknowledged_at is None
-        and entry.kind == "edoc"
-        and adapter.signers.holds(entry.recipient)
-    ):
-        received = await adapter.mailbox.body(credential.agencies, message) or b""
+    found = (
+        await adapter.mailbox.with_body(credential.agencies, message) if adapter.signers else None
+    )
+    if found is not None and _answerable(adapter, found[0]):
+        waiting, received = found
         code = "01" if result == "done" else "02"
         status = await adapter.signers.status(
-            entry.recipient,
+            waiting.recipient,
             received,
             code,
             (reason or "refused by its system") if code == "02" else None,
@@ -849,6 +843,16 @@ async def acknowledge(
         adapter.metrics.acknowledged.labels(result).inc()
         log.info("acknowledged", message=message, result=result, agency=entry.recipient)
     return entry
+
+
+def _answerable(adapter: Adapter, entry: Message) -> bool:
+    """Does acknowledging this message send its document's 01 or 02 (a document not yet
+    acknowledged, for an agency whose key the adapter holds)?"""
+    return (
+        entry.acknowledged_at is None
+        and entry.kind == "edoc"
+        and adapter.signers.holds(entry.recipient)
+    )
 
 
 async def _submitted(adapter: Adapter, package: bytes, message_id: str) -> None:
@@ -867,27 +871,33 @@ def _invalid(exc: ValidationError, part: str) -> Problem:
 async def submit(
     adapter: Adapter,
     credential: Credential,
-    body: bytes,
+    package: bytes | Callable[[], Awaitable[bytes]],
     kind: str,
     idempotency_key: str | None = None,
     request_digest: str | None = None,
 ) -> Submitted:
     """Send a package for the credential's agency once the broker confirms it (refused as
-    a :class:`Problem`: not edXML, the wrong kind, another agency's). An Idempotency-Key
-    keeps the answer for the request whose body has ``request_digest`` (the package's
-    own, if not given)."""
-    digest = request_digest or hashlib.sha256(body).hexdigest()
+    a :class:`Problem`: not edXML, the wrong kind, another agency's). ``package`` is its
+    bytes, or what builds them, called only if no first answer is kept. An
+    Idempotency-Key keeps the answer for the request whose body has ``request_digest``
+    (the package's own, if not given)."""
+    if isinstance(package, bytes):
+        digest = request_digest or hashlib.sha256(package).hexdigest()
+    else:
+        assert request_digest is not None, "a package built on demand needs the request's"
+        digest = request_digest
     if idempotency_key is not None:
         first = await _first_answer(adapter, credential, idempotency_key, digest)
         if first is not None:
             return first
+    body = package if isinstance(package, bytes) else await package()
     try:
-        package = await asyncio.to_thread(edxml.parse, body, adapter.config.settings.limits)
+        parsed = await asyncio.to_thread(edxml.parse, body, adapter.config.settings.limits)
     except PackageError as exc:
         raise Problem.of_issue(422, exc.issues[0]) from exc
-    if package.kind != kind:
-        raise Problem(422, "wrong-kind", f"a {package.kind} package is sent as a {kind} one")
-    sender = package.sender or ""
+    if parsed.kind != kind:
+        raise Problem(422, "wrong-kind", f"a {parsed.kind} package is sent as a {kind} one")
+    sender = parsed.sender or ""
     if sender not in credential.agencies:
         raise Problem(
             403,
@@ -904,14 +914,12 @@ async def submit(
     await _submitted(adapter, body, message_id)
     adapter.metrics.sent.labels(kind).inc()
     answer = Submitted(
-        kind=package.kind,
-        document_id=printable(package.document_id, 255) or "",
+        kind=parsed.kind,
+        document_id=printable(parsed.document_id, 255) or "",
         sender=sender,
         message_id=message_id,
-        recipients=[r or "" for r in getattr(package, "recipients", ())],
-        status_code=package.header.status_code
-        if isinstance(package, edxml.StatusPackage)
-        else None,
+        recipients=[r or "" for r in getattr(parsed, "recipients", ())],
+        status_code=parsed.header.status_code if isinstance(parsed, edxml.StatusPackage) else None,
     )
     log.info(
         "sent", kind=kind, agency=sender, document_id=answer.document_id, message_id=message_id

@@ -186,6 +186,14 @@ class Mailbox:
             row = await session.get(MailboxMessage, message)
             return Message.of(row) if row is not None and row.recipient in agencies else None
 
+    async def with_body(
+        self, agencies: Collection[str], message: int
+    ) -> tuple[Message, bytes] | None:
+        """The message and its bytes, read once (for a status about it)."""
+        async with self.store.sessions() as session:
+            row = await session.get(MailboxMessage, message)
+            return (Message.of(row), row.body) if row and row.recipient in agencies else None
+
     async def body(self, agencies: Collection[str], message: int) -> bytes | None:
         """The bytes as delivered."""
         async with self.store.sessions() as session:
